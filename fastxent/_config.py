@@ -1,0 +1,34 @@
+"""Every Numba option and ``FASTXENT_*`` environment override, in one place.
+
+Kernels are compiled lazily on first use and cached on disk (``cache=True``), so
+``import fastxent`` compiles nothing. Numba keeps the cache in ``__pycache__`` next to the
+sources, or, where that is not writable (a read-only site-packages), under
+``NUMBA_CACHE_DIR``. Set ``FASTXENT_CACHE=0`` to compile in memory only.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Fast-math flags for the kernels. ``reassoc`` is the one that matters: without it sum and
+#: max reductions do not vectorise. ``nnan``/``ninf`` are deliberately absent: they let LLVM
+#: fold away the NaN and infinity checks the kernels rely on.
+FASTMATH = {"reassoc", "nsz", "contract", "arcp", "afn"}
+
+#: Cache compiled kernels on disk (``FASTXENT_CACHE=0`` turns it off).
+CACHE = os.environ.get("FASTXENT_CACHE", "1").strip().lower() not in {"0", "false", "no", "off"}
+
+#: Elements of the prediction matrix handled per block of rows. A block is the unit of
+#: parallel work and of the per-block partial sums, so results do not depend on the thread count.
+BLOCK_ELEMENTS = int(os.environ.get("FASTXENT_BLOCK_ELEMENTS", 16384))
+
+#: Upper bound on rows per block (keeps in-block float64 sums short).
+MAX_BLOCK_ROWS = 4096
+
+#: Rows of a non-C-contiguous or float16 matrix converted at a time by the wrapper (bounded
+#: memory instead of a full copy).
+CONVERT_ELEMENTS = int(os.environ.get("FASTXENT_CONVERT_ELEMENTS", 1 << 23))
+
+JIT_OPTIONS = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}
+PARALLEL_OPTIONS = {**JIT_OPTIONS, "parallel": True}
+INLINE_OPTIONS = {"inline": "always", "fastmath": FASTMATH, "error_model": "numpy"}

@@ -1,0 +1,224 @@
+"""Pick the kernel for validated arrays, run it in bounded chunks, and read its records.
+
+Shared by the in-memory :func:`fastxent.cross_entropy` and the streaming
+:class:`fastxent.Accumulator`: both call :func:`run`, which returns the per-call partial sums
+(:class:`Partials`) and raises the precise error for the first unusable row.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as K
+from ._config import BLOCK_ELEMENTS, CONVERT_ELEMENTS, MAX_BLOCK_ROWS
+from ._errors import InvalidValueError, SoftWarning
+from ._validate import Options, sum_tolerance
+
+_FLOAT_SUMS = (K.ST_LOSS, K.ST_NORM, K.ST_LOSS2, K.ST_LOSSNORM, K.ST_NORM2)
+_COUNTS = (K.ST_ROWS, K.ST_IGNORED, K.ST_CORRECT, K.ST_SKIPPED, K.ST_PSUM_BAD, K.ST_TSUM_BAD)
+_FIRSTS = (K.ST_FIRST_NAN, K.ST_FIRST_RANGE, K.ST_FIRST_LABEL, K.ST_PSUM_FIRST, K.ST_TSUM_FIRST)
+_MAXES = (K.ST_PSUM_DEV, K.ST_TSUM_DEV)
+
+
+@dataclass(frozen=True)
+class Partials:
+    """Reduced ``stats`` of one call: float sums (exactly rounded), counts, first-row markers."""
+
+    values: np.ndarray  # (N_STATS,), first markers already offset to global rows
+
+    @staticmethod
+    def reduce(stats: np.ndarray) -> Partials:
+        out = np.empty(K.N_STATS)
+        for col in _FLOAT_SUMS:
+            out[col] = math.fsum(stats[:, col])
+        for col in _COUNTS:
+            out[col] = stats[:, col].sum()
+        for col in _FIRSTS:
+            seen = stats[:, col][stats[:, col] >= 0]
+            out[col] = seen.min() if seen.size else -1.0
+        for col in _MAXES:
+            out[col] = stats[:, col].max() if stats.shape[0] else 0.0
+        return Partials(out)
+
+    def __getitem__(self, col: int) -> float:
+        return float(self.values[col])
+
+
+def block_rows_for(n_classes: int) -> int:
+    """Rows per block: about ``BLOCK_ELEMENTS`` entries, at least 1 row."""
+    return max(1, min(MAX_BLOCK_ROWS, BLOCK_ELEMENTS // n_classes))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    # One Numba specialisation per dtype instead of two (read-only Arrow buffers vs writable).
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
+
+
+def _kernel_matrix(a: np.ndarray, contiguous: bool) -> np.ndarray:
+    """float16 widened to float32 (kernels have float32/float64 versions only); made
+    C-contiguous when the kernel streams whole rows."""
+    if a.dtype == np.float16:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if contiguous and not a.flags.c_contiguous:
+        return np.ascontiguousarray(a)
+    return a
+
+
+def run(
+    pred: np.ndarray,
+    target_kind: str,
+    target: np.ndarray,
+    opts: Options,
+    *,
+    sample_weight: np.ndarray,
+    out: np.ndarray | None = None,
+    full_rows: bool = False,
+    row_offset: int = 0,
+    names: tuple[str, str] = ("pred", "target"),
+) -> Partials:
+    """Score validated arrays; fill ``out`` (per-row losses) when given.
+
+    ``full_rows`` makes the gather path over probabilities read every entry (row checks,
+    accuracy). Raises for unusable rows according to ``opts``; warns for soft problems.
+    """
+    n_rows, n_classes = pred.shape
+    block_rows = block_rows_for(n_classes)
+    cw = _readonly(opts.class_weight(n_classes))
+    has_ignore = opts.ignore_index is not None
+    ignore_index = opts.ignore_index if has_ignore else 0
+    omit = opts.nan_policy == "omit"
+    clip_lo, clip_hi = opts.clip_bounds(pred.dtype)
+    sum_tol = sum_tolerance(pred.dtype)
+    tsum_tol = max(sum_tol, sum_tolerance(target.dtype)) if target_kind == "dense" else sum_tol
+    log_tol = 8.0 * float(np.finfo(pred.dtype).eps)
+    smoothing = opts.label_smoothing
+    kind = opts.pred_kind
+    gather_probs = target_kind == "labels" and kind != "logits"
+    # A copy is needed for float16 and, except on the gather path over probabilities, for
+    # layouts that are not row-contiguous: make it chunk by chunk, in bounded memory.
+    needs_copy = pred.dtype == np.float16 or (not gather_probs and not pred.flags.c_contiguous)
+    if target_kind == "dense":
+        needs_copy |= target.dtype != pred.dtype or not target.flags.c_contiguous
+    if needs_copy:
+        per_chunk = max(block_rows, (CONVERT_ELEMENTS // n_classes) // block_rows * block_rows)
+    else:
+        per_chunk = n_rows
+    results = []
+    for r0 in range(0, n_rows, per_chunk):
+        r1 = min(n_rows, r0 + per_chunk)
+        x = _readonly(_kernel_matrix(pred[r0:r1], contiguous=not gather_probs))
+        sw = _readonly(sample_weight[r0:r1]) if sample_weight.shape[0] else sample_weight
+        o = out[r0:r1] if out is not None else np.empty(0)
+        n_blocks = -(-(r1 - r0) // block_rows)
+        stats = K.new_stats(n_blocks)
+        if target_kind == "labels":
+            labels = _readonly(target[r0:r1])
+            if kind == "logits":
+                K.xent_gather_logits(x, labels, cw, sw, has_ignore, ignore_index, smoothing,
+                                     omit, o, stats, block_rows)
+            else:
+                K.xent_gather_probs(x, labels, cw, sw, has_ignore, ignore_index, smoothing,
+                                    omit, kind == "log_probs", clip_lo, clip_hi, full_rows,
+                                    sum_tol, log_tol, o, stats, block_rows)
+        else:
+            t = _readonly(np.ascontiguousarray(target[r0:r1], dtype=x.dtype))
+            code = {"logits": 0, "probs": 1, "log_probs": 2}[kind]
+            K.xent_dense(x, t, cw, sw, smoothing, omit, code, clip_lo, clip_hi, sum_tol,
+                         tsum_tol, log_tol, o, stats, block_rows)
+        for col in _FIRSTS:
+            hit = stats[:, col] >= 0
+            stats[hit, col] += r0
+        results.append(stats)
+    partials = Partials.reduce(np.concatenate(results) if len(results) > 1 else results[0])
+    _raise_problems(partials, pred, target_kind, target, opts, row_offset, names)
+    return partials
+
+
+def _first_bad_entry(row: np.ndarray, bad: np.ndarray) -> tuple[int, float]:
+    j = int(np.flatnonzero(bad)[0])
+    return j, float(row[j])
+
+
+def _raise_problems(p: Partials, pred, target_kind, target, opts: Options, row_offset, names):
+    pname, tname = names
+    n_classes = pred.shape[1]
+    i = int(p[K.ST_FIRST_LABEL])
+    if i >= 0:
+        value = int(target[i])
+        fix = (
+            f" Pass ignore_index={value} to skip rows labelled {value}."
+            if value < 0 and opts.ignore_index is None
+            else " Check that the label column matches the prediction columns."
+        )
+        raise InvalidValueError(
+            f"{tname} labels must lie in [0, n_classes) = [0, {n_classes}); "
+            f"row {row_offset + i} has {value}.{fix}"
+        )
+    i = int(p[K.ST_FIRST_RANGE])
+    if i >= 0:
+        row = np.asarray(pred[i], dtype=np.float64)
+        if target_kind == "dense":
+            trow = np.asarray(target[i], dtype=np.float64)
+            if (trow < 0).any():
+                j, v = _first_bad_entry(trow, trow < 0)
+                raise InvalidValueError(
+                    f"{tname} distributions must be >= 0; row {row_offset + i}, class {j} has {v!r}."
+                )
+        if opts.pred_kind == "log_probs":
+            j, v = _first_bad_entry(row, row > 8.0 * float(np.finfo(pred.dtype).eps))
+            raise InvalidValueError(
+                f"{pname} log-probabilities must be <= 0 (pred_kind='log_probs'); "
+                f"row {row_offset + i}, class {j} has {v!r}. "
+                "If these are logits, pass pred_kind='logits'."
+            )
+        j, v = _first_bad_entry(row, (row < 0) | (row > 1))
+        raise InvalidValueError(
+            f"{pname} probabilities must lie in [0, 1] (pred_kind='probs'); "
+            f"row {row_offset + i}, class {j} has {v!r}. "
+            "If these are logits or log-probabilities, pass pred_kind='logits' or 'log_probs'."
+        )
+    i = int(p[K.ST_FIRST_NAN])
+    if i >= 0 and opts.nan_policy == "raise":
+        row = np.asarray(pred[i], dtype=np.float64)
+        if opts.pred_kind == "probs":
+            bad = ~np.isfinite(row)
+        else:
+            bad = np.isnan(row) | (row == np.inf)
+        if bad.any():
+            j, v = _first_bad_entry(row, bad)
+            what, where = pname, f"row {row_offset + i}, class {j} has {v!r}"
+        elif target_kind == "dense" and not np.isfinite(np.asarray(target[i], float)).all():
+            trow = np.asarray(target[i], dtype=np.float64)
+            j, v = _first_bad_entry(trow, ~np.isfinite(trow))
+            what, where = tname, f"row {row_offset + i}, class {j} has {v!r}"
+        else:
+            what, where = pname, f"row {row_offset + i} has every logit equal to -inf"
+        raise InvalidValueError(
+            f"{what} must be finite where it reaches the loss; {where}. "
+            "Fix the data, or pass nan_policy='omit' to skip such rows "
+            "(nan_policy='propagate' returns NaN)."
+        )
+    tol = sum_tolerance(pred.dtype)
+    ttol = max(tol, sum_tolerance(target.dtype)) if target_kind == "dense" else tol
+    for col_bad, col_dev, col_first, what, within in (
+        (K.ST_PSUM_BAD, K.ST_PSUM_DEV, K.ST_PSUM_FIRST, f"{pname} probability rows", tol),
+        (K.ST_TSUM_BAD, K.ST_TSUM_DEV, K.ST_TSUM_FIRST, f"{tname} distributions", ttol),
+    ):
+        n_bad = int(p[col_bad])
+        if n_bad:
+            msg = (
+                f"{what} must sum to 1 (within {within:.2g}); {n_bad} rows "
+                f"do not, the first is row {row_offset + int(p[col_first])}, the worst is "
+                f"off by {p[col_dev]:.3g}."
+            )
+            if opts.strict:
+                raise InvalidValueError(msg + " Normalise the rows, or drop strict=True.")
+            warnings.warn(msg + " Pass strict=True to make this an error.", SoftWarning,
+                          stacklevel=4)
