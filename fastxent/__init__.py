@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._errors import FastxentError, InvalidTypeError, InvalidValueError, SoftWarning, SourceError
 from .accumulate import Accumulator, Score
 from .losses import cross_entropy
+from .scoring import score
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "SourceError",
     "__version__",
     "cross_entropy",
+    "score",
 ]

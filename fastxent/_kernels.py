@@ -65,6 +65,9 @@ _TIE = 9  # transient: the label's logit is the max but another class ties with 
 
 # float32 terms are summed in runs of this length, then added in float64: accurate and fast.
 _RUN = 1024
+# A fast-path sum of exp terms below this may have lost terms to underflow (float32 exp is 0
+# below ~1e-38): such rows are recomputed by the exact float64 path.
+_TINY = 1e-30
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
 
@@ -238,10 +241,11 @@ def _logits_row_exact(row, lab):
     state = _EXACT_HIT if (arg == lab and m > -np.inf) else _EXACT_MISS
     if xy == -np.inf:
         return np.inf, state
+    # log-sum-exp = m + log1p(sum over j != first argmax): exact even when that sum is tiny.
     s = 0.0
     for j in range(n):
-        s += math.exp(np.float64(row[j]) - m)
-    return m + math.log(s) - xy, state
+        s += math.exp(np.float64(row[j]) - m) if j != arg else 0.0
+    return (m - xy) + math.log1p(s), state
 
 
 @njit(**_HELPER)
@@ -324,8 +328,9 @@ def _gather_logits_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smooth
             u[i] += t
     for i in range(n):
         k = state[i]
-        if k == _NEED_EXACT or ((k <= _FAST_MISS or k == _TIE) and not u[i] < np.inf):
-            # Overflow of the shifted sum, NaN or infinite logits.
+        if k == _NEED_EXACT or ((k <= _FAST_MISS or k == _TIE) and not _TINY <= u[i] < np.inf):
+            # Overflow of the shifted sum, NaN or infinite logits, or a sum so small that
+            # terms lost to float32 underflow could matter: recompute in float64.
             row = xf[i * n_classes : (i + 1) * n_classes]
             loss, state[i] = _logits_row_exact(row, labels[i])
             u[i] = loss
@@ -539,6 +544,11 @@ def _dense_logits_row(row, t, cw, cw_sum, smoothing):
             wx += wpart[j] * dj
     if not total < np.inf:
         return np.nan
+    if total < _TINY:  # terms may have underflowed float32: redo the sum in float64
+        total = 0.0
+        for j in range(n_classes):
+            v = np.float64(row[j])
+            total += math.exp(v - mf) if v != mf else 0.0
     log_s = log1p_f64((hits - 1.0) + total)
     if smoothing > 0.0:
         tw = (1.0 - smoothing) * tw + (smoothing / n_classes) * cw_sum

@@ -44,13 +44,18 @@ def softmax(x):
 
 
 def log_softmax(x):
-    """Row-wise log-softmax of a 2-D array, in float64, shifted by the row maximum."""
+    """Row-wise log-softmax of a 2-D array, in float64, shifted by the row maximum.
+
+    ``log(sum_j exp(x_j - m))`` is taken as ``log1p`` of the terms other than the maximum's
+    own 1, so a row whose true class dominates keeps its tiny loss (~1e-30, not 0).
+    """
     x = np.asarray(x, dtype=np.float64)
     out = np.empty_like(x)
     for i, row in enumerate(x):
-        m = row.max()
-        shifted = row - m
-        out[i] = shifted - math.log(math.fsum(np.exp(shifted)))
+        k = int(np.argmax(row))
+        shifted = row - row[k]
+        rest = np.exp(np.delete(shifted, k))
+        out[i] = shifted - math.log1p(math.fsum(rest))
     return out
 
 

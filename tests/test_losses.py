@@ -419,9 +419,12 @@ def test_logits_match_torch_cross_entropy(rng):
         wt = None if weight is None else torch.from_numpy(weight)
         for target in (labels, targets):
             expected = torch.nn.functional.cross_entropy(
-                xt, torch.from_numpy(target), weight=wt, reduction=reduction,
+                xt,
+                torch.from_numpy(target),
+                weight=wt,
+                reduction=reduction,
                 label_smoothing=smoothing,
-            )  # fmt: skip
+            )
             expected = expected.numpy() if reduction == "none" else float(expected)
             got = cross_entropy(
                 x,
@@ -475,9 +478,12 @@ def test_probs_match_sklearn_log_loss(rng, dtype):
     rtol = 1e-12 if dtype == np.float64 else 2e-6
     for sample_weight, normalize in itertools.product((None, s), (True, False)):
         expected = metrics.log_loss(
-            labels, p, labels=list(range(n_classes)), sample_weight=sample_weight,
+            labels,
+            p,
+            labels=list(range(n_classes)),
+            sample_weight=sample_weight,
             normalize=normalize,
-        )  # fmt: skip
+        )
         got = cross_entropy(
             p, labels, sample_weight=sample_weight, reduction="mean" if normalize else "sum"
         )
@@ -530,9 +536,12 @@ def test_logits_equal_softmax_then_probs(rng):
             p, target, pred_kind="probs", reduction=reduction, label_smoothing=smoothing, eps=0
         )
         c = cross_entropy(
-            log_softmax(x), target, pred_kind="log_probs", reduction=reduction,
+            log_softmax(x),
+            target,
+            pred_kind="log_probs",
+            reduction=reduction,
             label_smoothing=smoothing,
-        )  # fmt: skip
+        )
         assert_matches(a, b, rtol=1e-12)
         assert_matches(a, c, rtol=1e-12)
 
@@ -553,6 +562,72 @@ def test_logits_offset_by_1000(rng, offset, dtype):
             )
             # the shifted float64 values carry rounding of ~1000 * 2**-53 per logit
             np.testing.assert_allclose(got, unshifted, rtol=1e-12, atol=1e-11)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_tiny_losses_keep_their_relative_accuracy(rng, kind, dtype):
+    """Confident, correct rows have losses down to ~1e-300; each row is held to rtol itself."""
+    margins = np.array([0.0, 1.0, 5.0, 20.0, 40.0, 100.0, 300.0, 700.0])
+    n_classes = 6
+    if dtype == np.float32:
+        margins = margins[margins < 80]  # exp(-margin) stays a normal float32
+    x = rng.normal(scale=0.3, size=(margins.size, n_classes))
+    labels = rng.integers(0, n_classes, size=margins.size)
+    x[np.arange(margins.size), labels] += margins
+    if kind == "probs":
+        # p_true = 1 - delta with delta down to 1e-15 (float64) / 1e-6 (float32)
+        delta = np.logspace(-1, -15 if dtype == np.float64 else -6, margins.size)
+        pred = np.full((margins.size, n_classes), 0.0)
+        pred[:] = (delta / (n_classes - 1))[:, None]
+        pred[np.arange(margins.size), labels] = 1.0 - delta
+        pred = pred.astype(dtype)
+    else:
+        pred = (x if kind == "logits" else log_softmax(x)).astype(dtype)
+    rtol = rtol_for(dtype)
+    for eps in ("auto", 0.0):
+        got = cross_entropy(pred, labels, pred_kind=kind, reduction="none", eps=eps)
+        expected = naive_cross_entropy(pred, labels, pred_kind=kind, reduction="none", eps=eps)
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=0, err_msg=f"eps={eps}")
+        total = cross_entropy(pred, labels, pred_kind=kind, reduction="sum", eps=eps)
+        np.testing.assert_allclose(total, math.fsum(expected), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("n_classes", [255, 256, 257, 1023, 1024, 1025, 2049])
+def test_labels_at_every_position_of_wide_rows(rng, n_classes):
+    """Labels at the first, last and middle class of rows wider than the vector splits."""
+    positions = [0, 1, n_classes // 2, n_classes - 2, n_classes - 1]
+    n_rows = 4 * len(positions)
+    x = rng.normal(scale=2.0, size=(n_rows, n_classes))
+    labels = np.array(positions * 4)
+    rows = np.arange(n_rows)
+    x[rows[: len(positions)], labels[: len(positions)]] += 30.0  # the label is the argmax
+    x[rows[len(positions) : 2 * len(positions)], labels[len(positions) : 2 * len(positions)]] = x[
+        len(positions) : 2 * len(positions)
+    ].max(axis=1)  # the label ties with the max
+    for dtype in (np.float32, np.float64):
+        xd = x.astype(dtype)
+        for reduction, smoothing in itertools.product(REDUCTIONS, (0.0, 0.1)):
+            check(xd, labels, pred_kind="logits", reduction=reduction, label_smoothing=smoothing)
+            check(
+                xd,
+                one_hot(labels, n_classes),
+                pred_kind="logits",
+                reduction=reduction,
+                label_smoothing=smoothing,
+            )
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 8, 300])
+def test_equal_logits_give_log_n_classes(n_classes):
+    x = np.full((5, n_classes), 3.25)
+    x[1] = -1e300
+    x[2] = 1e300
+    labels = np.array([0, n_classes - 1, 1, 0, n_classes // 2])
+    for dtype in (np.float32, np.float64):
+        xd = x.astype(dtype) if dtype == np.float64 else np.full((5, n_classes), 3.25, dtype)
+        rows = cross_entropy(xd, labels, pred_kind="logits", reduction="none")
+        np.testing.assert_allclose(rows, math.log(n_classes), rtol=rtol_for(dtype))
 
 
 # --------------------------------------------------------------------------- infinities
@@ -649,6 +724,102 @@ def test_same_input_same_bits(rng, kind):
         for _ in range(3):
             again = cross_entropy(pred, target, **kw)
             assert np.asarray(first).tobytes() == np.asarray(again).tobytes()
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Shrink the engine's parallel blocks and conversion chunks so small inputs span many.
+
+    This reaches into ``fastxent._engine``; the sizes are environment-tunable
+    (``FASTXENT_BLOCK_ELEMENTS`` / ``FASTXENT_CONVERT_ELEMENTS``) but read at import.
+    """
+    import fastxent
+
+    engine = getattr(fastxent, "_engine", None)
+    if engine is None or not hasattr(engine, "BLOCK_ELEMENTS"):
+        pytest.skip("fastxent._engine has no BLOCK_ELEMENTS to shrink")
+    monkeypatch.setattr(engine, "BLOCK_ELEMENTS", 40)
+    if hasattr(engine, "CONVERT_ELEMENTS"):
+        monkeypatch.setattr(engine, "CONVERT_ELEMENTS", 150)
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES)
+@pytest.mark.parametrize("kind", KINDS)
+def test_many_blocks_and_chunks(rng, small_blocks, kind, dtype):
+    n_rows, n_classes = 203, 7
+    pred = make_pred(rng, kind, n_rows, n_classes, dtype)
+    labels = rng.integers(0, n_classes, size=n_rows)
+    labels[::9] = -100
+    targets = make_targets(rng, n_rows, n_classes)
+    w = make_weight(rng, n_classes)
+    s = make_sample_weight(rng, n_rows)
+    for (layout, p), reduction in itertools.product(layouts(pred), REDUCTIONS):
+        if layout == "negative-strides":
+            continue
+        kw = dict(pred_kind=kind, reduction=reduction, weight=w, sample_weight=s)
+        got = cross_entropy(p, labels, ignore_index=-100, label_smoothing=0.1, **kw)
+        expected = naive_cross_entropy(pred, labels, ignore_index=-100, label_smoothing=0.1, **kw)
+        assert_matches(got, expected, rtol=rtol_for(dtype), msg=f"{layout} labels {reduction}")
+        got = cross_entropy(p, targets, **kw)
+        expected = naive_cross_entropy(pred, targets, **kw)
+        assert_matches(got, expected, rtol=rtol_for(dtype), msg=f"{layout} targets {reduction}")
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float64])
+@pytest.mark.parametrize("kind", KINDS)
+def test_errors_name_the_global_row_across_chunks(rng, small_blocks, kind, dtype):
+    n_rows, n_classes = 300, 5
+    pred = make_pred(rng, kind, n_rows, n_classes, dtype)
+    labels = rng.integers(0, n_classes, size=n_rows)
+    bad = labels.copy()
+    bad[[171, 260]] = [9, 5]
+    for _layout, p in layouts(pred):
+        with pytest.raises(ValueError, match=r"row 171 has 9\b"):
+            cross_entropy(p, bad, pred_kind=kind)
+    nan_pred = pred.copy()
+    nan_pred[233, labels[233]] = np.nan
+    nan_pred[290, labels[290]] = np.nan
+    for _layout, p in layouts(nan_pred):
+        for target in (labels, one_hot(labels, n_classes)):
+            with pytest.raises(ValueError, match=row_pattern(233)):
+                cross_entropy(p, target, pred_kind=kind)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_bits_on_any_number_of_threads(rng, small_blocks, kind):
+    numba = pytest.importorskip("numba")
+    n_rows, n_classes = 997, 13
+    pred = make_pred(rng, kind, n_rows, n_classes, np.float32)
+    labels = rng.integers(0, n_classes, size=n_rows)
+    targets = make_targets(rng, n_rows, n_classes)
+    w = make_weight(rng, n_classes)
+    s = make_sample_weight(rng, n_rows)
+
+    def all_bits():
+        return [
+            np.asarray(
+                cross_entropy(
+                    pred,
+                    t,
+                    pred_kind=kind,
+                    reduction=r,
+                    weight=w,
+                    sample_weight=s,
+                    label_smoothing=0.05,
+                )
+            ).tobytes()
+            for t, r in itertools.product((labels, targets), ("mean", "none"))
+        ]
+
+    threads = numba.get_num_threads()
+    results = []
+    try:
+        for n_threads in sorted({1, 2, numba.config.NUMBA_NUM_THREADS}):
+            numba.set_num_threads(n_threads)
+            results.append(all_bits())
+    finally:
+        numba.set_num_threads(threads)
+    assert all(r == results[0] for r in results)
 
 
 # --------------------------------------------------------------------------- properties
@@ -860,6 +1031,22 @@ def test_all_rows_ignored_mean_is_an_error_not_nan(rng):
     assert cross_entropy(x, labels, pred_kind="logits", ignore_index=-100, reduction="sum") == 0
     rows = cross_entropy(x, labels, pred_kind="logits", ignore_index=-100, reduction="none")
     np.testing.assert_array_equal(rows, np.zeros(6))
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_mean_with_zero_total_weight_is_an_error_not_nan(rng, soft):
+    x = make_pred(rng, "logits", 6, 3)
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    target = one_hot(labels, 3) if soft else labels
+    with pytest.raises(ValueError):
+        cross_entropy(x, target, pred_kind="logits", sample_weight=np.zeros(6))
+    assert (
+        cross_entropy(x, target, pred_kind="logits", sample_weight=np.zeros(6), reduction="sum")
+        == 0.0
+    )
+    if not soft:  # classes 0 and 1 weigh nothing: sum_i w[y_i] = 0
+        with pytest.raises(ValueError):
+            cross_entropy(x, labels, pred_kind="logits", weight=[0.0, 0.0, 1.0])
 
 
 # --------------------------------------------------------------------------- errors: values

@@ -1,0 +1,197 @@
+"""The kernels' building blocks and properties: vectorisable exp/log, row paths, determinism.
+
+Also run by CI under ``NUMBA_BOUNDSCHECK=1``: hostile labels must never index out of bounds.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from numba import njit
+
+import fastxent as fx
+from fastxent._fastmath import exp_f32, exp_f64, log1p_f64, log_f64
+from naive import naive_cross_entropy
+
+
+@njit
+def _map_exp32(x, out):
+    for i in range(x.shape[0]):
+        out[i] = exp_f32(x[i])
+
+
+@njit
+def _map_exp64(x, out):
+    for i in range(x.shape[0]):
+        out[i] = exp_f64(x[i])
+
+
+@njit
+def _map_log64(x, out):
+    for i in range(x.shape[0]):
+        out[i] = log_f64(x[i])
+
+
+@njit
+def _map_log1p64(x, out):
+    for i in range(x.shape[0]):
+        out[i] = log1p_f64(x[i])
+
+
+def _apply(fn, x):
+    out = np.empty_like(x)
+    fn(x, out)
+    return out
+
+
+F32_SPECIALS = np.array(
+    [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-40, -88.0, 88.0, 88.7, 89.0,
+     -87.3, -87.4, -103.9, -200.0, 1.0, -1.0],
+    dtype=np.float32,
+)
+
+
+def test_exp_f32_matches_numpy_over_the_float32_range(rng):
+    x = np.concatenate([rng.uniform(-110, 90, 500_000).astype(np.float32), F32_SPECIALS])
+    got = _apply(_map_exp32, x)
+    want = np.exp(x.astype(np.float64))
+    normal = (want >= np.finfo(np.float32).tiny) & (x < 88.3)
+    rel = np.abs(got[normal] - want[normal]) / want[normal]
+    assert rel.max() < 2.5e-7  # about 2 ulp
+    # Below the smallest normal the result is flushed to 0; NaN stays NaN; +inf and
+    # overflow give +inf; -inf gives 0.
+    assert np.all(got[want < 1.1e-38] <= np.finfo(np.float32).tiny)
+    assert np.isnan(got[np.isnan(x)]).all()
+    assert np.all(got[x >= 88.8] == np.inf)
+    assert got[x == -np.inf][0] == 0.0
+    assert got[x == 0][0] == 1.0  # exactly: the kernels rely on exp(0) == 1
+
+
+def test_exp_f64_matches_numpy(rng):
+    x = np.concatenate([rng.uniform(-745, 709, 500_000), rng.uniform(-1, 1, 10_000),
+                        [0.0, np.inf, -np.inf, np.nan, -708.3, -800.0]])
+    got = _apply(_map_exp64, x)
+    want = np.exp(x)
+    normal = (want >= np.finfo(np.float64).tiny) & (x < 709.0)
+    rel = np.abs(got[normal] - want[normal]) / want[normal]
+    assert rel.max() < 1e-15
+    assert got[x == 0][0] == 1.0
+    assert got[x == np.inf][0] == np.inf
+    assert got[x == -np.inf][0] == 0.0
+    assert np.isnan(got[np.isnan(x)]).all()
+
+
+def test_log_f64_matches_numpy_including_subnormals_and_specials(rng):
+    x = np.concatenate([10.0 ** rng.uniform(-323, 308, 500_000), rng.uniform(0.5, 2, 50_000),
+                        [5e-324, 2.2250738585072014e-308, 1.0, 0.0, -0.0, -1.0, np.inf, np.nan]])
+    got = _apply(_map_log64, x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = np.log(x)
+    finite = np.isfinite(want) & (want != 0)
+    assert (np.abs(got[finite] - want[finite]) / np.abs(want[finite])).max() < 5e-16
+    assert got[x == 1.0][0] == 0.0
+    assert np.all(got[x == 0.0] == -np.inf)
+    assert np.isnan(got[x == -1.0]).all() and np.isnan(got[np.isnan(x)]).all()
+    assert got[x == np.inf][0] == np.inf
+
+
+def test_log1p_f64_is_accurate_for_tiny_and_huge_arguments(rng):
+    u = np.concatenate([10.0 ** rng.uniform(-300, 300, 300_000), [0.0, np.inf]])
+    got = _apply(_map_log1p64, u)
+    want = np.log1p(u)
+    pos = (want > 0) & np.isfinite(want)
+    assert (np.abs(got[pos] - want[pos]) / want[pos]).max() < 5e-16
+    assert got[-2] == 0.0 and got[-1] == np.inf
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 31, 32, 33, 64, 100, 1025, 3000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_logits_row_paths_against_reference(rng, n_classes, dtype):
+    """C == 2, tails only (C < 32), whole chunks, chunks plus tail, several float32 runs."""
+    n = 97
+    x = (rng.standard_normal((n, n_classes)) * 4).astype(dtype)
+    y = rng.integers(0, n_classes, n)
+    got = fx.cross_entropy(x, y, pred_kind="logits", reduction="none")
+    want = naive_cross_entropy(x, y, pred_kind="logits", reduction="none")
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    np.testing.assert_allclose(got, want, rtol=tol, atol=1e-300)
+
+
+@pytest.mark.parametrize("n_classes", [2, 5, 40])
+def test_overflowing_shift_takes_the_exact_path(n_classes):
+    """Shifting by the true logit overflows when another logit is far above it."""
+    x = np.zeros((4, n_classes), dtype=np.float32)
+    x[:, 1] = 200.0  # exp(200 - 0) overflows float32
+    y = np.array([0, 1, 0, 1])
+    got = fx.cross_entropy(x, y, pred_kind="logits", reduction="none")
+    want = naive_cross_entropy(x, y, pred_kind="logits", reduction="none")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("n_classes", [2, 5, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_very_confident_rows_keep_their_tiny_loss(n_classes, dtype):
+    """exp of the shifted logits underflows float32: the loss (~1e-86) is still exact."""
+    x = np.zeros((4, n_classes), dtype=dtype)
+    x[:, 1] = 200.0
+    y = np.ones(4, dtype=np.int64)
+    for reduction in ("none", "mean"):
+        got = fx.cross_entropy(x, y, pred_kind="logits", reduction=reduction)
+        want = naive_cross_entropy(x, y, pred_kind="logits", reduction=reduction)
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    onehot = np.eye(n_classes, dtype=dtype)[y]
+    got = fx.cross_entropy(x, onehot, pred_kind="logits")
+    want = naive_cross_entropy(x, onehot, pred_kind="logits")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [2, 4, 40, 300])
+def test_accuracy_uses_the_first_argmax_on_ties(n_classes):
+    x = np.zeros((3, n_classes), dtype=np.float32)
+    x[0, 0] = x[0, 1] = 1.0  # tie between classes 0 and 1
+    x[1, 0] = x[1, 1] = 1.0
+    x[2, 1] = 2.0
+    y = np.array([0, 1, 1])
+    acc = fx.Accumulator(pred_kind="logits")
+    acc.update(x, y)
+    assert acc.result().accuracy == pytest.approx(2 / 3)
+
+
+def test_results_do_not_depend_on_the_thread_count(rng):
+    x = rng.standard_normal((20_000, 37)).astype(np.float32)
+    y = rng.integers(0, 37, 20_000)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = fx.cross_entropy(x, y, pred_kind="logits")
+        numba.set_num_threads(before)
+        many = fx.cross_entropy(x, y, pred_kind="logits")
+    finally:
+        numba.set_num_threads(before)
+    assert one == many  # same bits
+
+
+@pytest.mark.parametrize("kind", ["probs", "log_probs", "logits"])
+def test_hostile_labels_are_reported_not_read(rng, kind):
+    """Labels far outside [0, C) must never be used as indices (checked in CI with
+    NUMBA_BOUNDSCHECK=1, where an out-of-bounds read raises)."""
+    p = rng.dirichlet(np.ones(4), 50)
+    x = np.log(p) if kind != "probs" else p
+    for bad in (4, -1, 2**62, -(2**62), np.iinfo(np.int64).min):
+        y = rng.integers(0, 4, 50)
+        y[37] = bad
+        with pytest.raises(ValueError, match=rf"row 37 has {bad}"):
+            fx.cross_entropy(x, y, pred_kind=kind)
+        with pytest.raises(ValueError, match="row 37"):
+            fx.cross_entropy(x, y, pred_kind=kind, reduction="none")
+
+
+def test_large_classes_bounded_work(rng):
+    """150,000 classes: a single row is larger than a block; still exact."""
+    x = rng.standard_normal((3, 150_000)).astype(np.float32)
+    y = np.array([0, 74_999, 149_999])
+    got = fx.cross_entropy(x, y, pred_kind="logits", reduction="none")
+    want = naive_cross_entropy(x, y, pred_kind="logits", reduction="none")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
