@@ -348,10 +348,21 @@ SUM = "parallel-sum"
 IMPLS = (
     Impl(OURS, _fastxent, PATHS, note="fastxent.cross_entropy"),
     Impl("numpy", _numpy, PATHS, note="plain NumPy expression"),
-    Impl("torch", _torch, ("logits+labels", "soft+logits"), module="torch",
-         note="torch.nn.functional.cross_entropy"),
-    Impl("sklearn", _sklearn, ("probs+labels",), module="sklearn",
-         max_elements=SKLEARN_MAX_ELEMENTS, note="sklearn.metrics.log_loss"),
+    Impl(
+        "torch",
+        _torch,
+        ("logits+labels", "soft+logits"),
+        module="torch",
+        note="torch.nn.functional.cross_entropy",
+    ),
+    Impl(
+        "sklearn",
+        _sklearn,
+        ("probs+labels",),
+        module="sklearn",
+        max_elements=SKLEARN_MAX_ELEMENTS,
+        note="sklearn.metrics.log_loss",
+    ),
     Impl(SUM, _sum, PATHS, note="parallel numba sum of the same arrays (read ceiling)"),
 )
 

@@ -29,6 +29,9 @@ from ._config import FASTMATH, JIT_OPTIONS, PARALLEL_OPTIONS
 from ._fastmath import fexp, log1p_f64, log_f64
 
 _HELPER = {"fastmath": FASTMATH, "error_model": "numpy", "cache": JIT_OPTIONS["cache"]}
+# Per-row helpers on the hot path are inlined at Numba's level: a call per row costs more
+# than the arithmetic of a short row.
+_HOT = {**_HELPER, "inline": "always"}
 
 # Columns of the per-block ``stats`` array.
 ST_LOSS = 0  # sum of a_i = s_i * loss_i
@@ -102,7 +105,7 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
         k = state[i]
         scored = (k <= _EXACT_MISS) | ((k == _NONFINITE) & (not omit_nan))
         s = sw[i] if has_sw else 1.0
-        a = s * loss[i] if scored else 0.0
+        a = s * loss[i] if (scored & (s != 0.0)) else 0.0
         b = s * norm[i] if scored else 0.0
         loss_sum += a
         norm_sum += b
@@ -152,7 +155,7 @@ def _note_sum(st, col_bad, col_dev, col_first, i, total, tol):
             st[col_first] = i
 
 
-@njit(**_HELPER)
+@njit(**_HOT)
 def _label_state(lab, n_classes, has_ignore, ignore_index):
     """``_IGNORED``, ``_BAD_LABEL`` or -1 for a label that can be used."""
     if has_ignore and lab == ignore_index:
@@ -162,7 +165,7 @@ def _label_state(lab, n_classes, has_ignore, ignore_index):
     return -1
 
 
-@njit(**_HELPER)
+@njit(**_HOT)
 def _sumexp_run(xf, start, n, shift):
     """One vector loop over ``xf[start : start + n]``: the sum of exp(x - shift) over the
     entries that differ from ``shift``, and how many entries are above / equal to it.
@@ -184,7 +187,7 @@ def _sumexp_run(xf, start, n, shift):
     return acc, gt, eq
 
 
-@njit(**_HELPER)
+@njit(**_HOT)
 def _row_sumexp_main(xf, start, n, shift, tail, tstart):
     """``sum exp(x - shift)`` over the whole 32-chunks of the row ``xf[start : start + n]``,
     excluding entries equal to ``shift``; the count of entries above and equal to it.
@@ -249,20 +252,44 @@ def _logits_row_exact(row, lab):
 
 
 @njit(**_HELPER)
-def _weighted_shift_sum(row, shift, cw):
-    """``sum_j cw[j] * (row[j] - shift)`` in float64 (the label-smoothing term)."""
+def _smoothing_term(row, cw):
+    """``sum_j w_j * (-log_softmax(row)_j)`` in float64, a zero weight counting 0 even where
+    the log-probability is -inf (the label-smoothing term; not on the hot path)."""
+    n = row.shape[0]
+    m = -np.inf
+    for j in range(n):
+        v = np.float64(row[j])
+        m = v if v > m else m
+    s = 0.0
+    for j in range(n):
+        s += math.exp(np.float64(row[j]) - m)
+    lse = m + math.log(s)
     acc = 0.0
-    for j in range(row.shape[0]):
-        acc += cw[j] * (np.float64(row[j]) - shift)
+    for j in range(n):
+        w = cw[j]
+        acc += w * (lse - np.float64(row[j])) if w != 0.0 else 0.0
     return acc
 
 
 @njit(**_HELPER)
-def _two_class_pass(xf, labels, has_ignore, ignore_index, u, state):
-    """C == 2, branch-free so it vectorises across rows: u = exp(x_other - x_label).
+def _mix(smoothing, main, smooth, n_classes):
+    """``(1 - e) * main + (e / C) * smooth`` where a zero factor zeroes its term, even if the
+    term is infinite (no 0 * inf = NaN)."""
+    a = (1.0 - smoothing) * main if smoothing < 1.0 else 0.0
+    b = (smoothing / n_classes) * smooth if smoothing > 0.0 else 0.0
+    return a + b
 
-    ``xf`` is the block's rows flattened: 2-D indexing here defeats the vectoriser.
+
+@njit(**_HELPER)
+def _two_class_pass(xf, labels, cw, has_ignore, ignore_index, loss, norm, state):
+    """C == 2, branch-free so it vectorises across rows: loss = w[y] * log1p(exp(x_o - x_y)).
+
+    ``xf`` is the block's rows flattened: 2-D indexing here defeats the vectoriser. Returns
+    how many rows need the exact path (overflow, underflow, non-finite logits).
     """
+    n_exact = 0.0
+    w0 = cw[0]
+    w1 = cw[1]
     for i in range(labels.shape[0]):
         lab = labels[i]
         a = xf[2 * i]
@@ -271,13 +298,19 @@ def _two_class_pass(xf, labels, has_ignore, ignore_index, u, state):
         xy = a if lab == 0 else b
         e = np.float64(fexp(d))
         hit = (d < 0) | ((d == 0) & (lab == 0))
-        fast = (abs(xy) < np.inf) & (e < np.inf)
+        fast = (abs(xy) < np.inf) & (e >= _TINY) & (e < np.inf)
         ok = (lab == 0) | (lab == 1)
         ign = has_ignore & (lab == ignore_index)
         k = (_FAST_HIT if hit else _FAST_MISS) if fast else _NEED_EXACT
         k = k if ok else _BAD_LABEL
-        state[i] = _IGNORED if ign else k
-        u[i] = e if (ok & (not ign)) else 0.0
+        k = _IGNORED if ign else k
+        state[i] = k
+        wy = w0 if lab == 0 else w1
+        norm[i] = wy
+        v = wy * log1p_f64(e)
+        loss[i] = v if wy != 0.0 else 0.0
+        n_exact += 1.0 if k == _NEED_EXACT else 0.0
+    return n_exact
 
 
 @njit(**_HELPER)
@@ -289,7 +322,7 @@ def _apply_class_weights(labels, cw, loss, norm):
         lab = 0 if lab < 0 else (top if lab > top else lab)
         wy = cw[lab]
         norm[i] = wy
-        loss[i] *= wy
+        loss[i] = wy * loss[i] if wy != 0.0 else 0.0
 
 
 @njit(**_HELPER)
@@ -301,7 +334,12 @@ def _gather_logits_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smooth
     # Pass 1: u = sum_{j != y} exp(x_j - x_y). Shifting by the true-class logit (not the max)
     # needs one read per row; a row where that overflows takes the exact path.
     if n_classes == 2:
-        _two_class_pass(xf, labels, has_ignore, ignore_index, u, state)
+        if _two_class_pass(xf, labels, cw, has_ignore, ignore_index, u, norm, state) > 0:
+            for i in range(n):
+                if state[i] == _NEED_EXACT:
+                    lab = labels[i]
+                    loss, state[i] = _logits_row_exact(xf[2 * i : 2 * i + 2], lab)
+                    u[i] = cw[lab] * loss if cw[lab] != 0.0 else 0.0
     else:
         for i in range(n):
             lab = labels[i]
@@ -326,38 +364,29 @@ def _gather_logits_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smooth
             for j in range(n_tail):
                 t += tail[i * n_tail + j]
             u[i] += t
-    for i in range(n):
-        k = state[i]
-        if k == _NEED_EXACT or ((k <= _FAST_MISS or k == _TIE) and not _TINY <= u[i] < np.inf):
-            # Overflow of the shifted sum, NaN or infinite logits, or a sum so small that
-            # terms lost to float32 underflow could matter: recompute in float64.
-            row = xf[i * n_classes : (i + 1) * n_classes]
-            loss, state[i] = _logits_row_exact(row, labels[i])
-            u[i] = loss
-        elif k == _TIE:  # another class ties with the label: the first index wins
-            row = xf[i * n_classes : (i + 1) * n_classes]
-            state[i] = _FAST_HIT if _label_is_first_argmax(row, labels[i]) else _FAST_MISS
-    # Pass 2: one vectorised log over the block (kept apart from the gather of the class
-    # weights, which would stop it vectorising), then class weights.
-    for i in range(n):
-        v = log1p_f64(u[i])
-        u[i] = v if state[i] <= _FAST_MISS else u[i]
-    _apply_class_weights(labels, cw, u, norm)
+        for i in range(n):
+            k = state[i]
+            if k == _NEED_EXACT or ((k <= _FAST_MISS or k == _TIE) and not _TINY <= u[i] < np.inf):
+                # Overflow of the shifted sum, NaN or infinite logits, or a sum so small that
+                # terms lost to float32 underflow could matter: recompute in float64.
+                row = xf[i * n_classes : (i + 1) * n_classes]
+                loss, state[i] = _logits_row_exact(row, labels[i])
+                u[i] = loss
+            elif k == _TIE:  # another class ties with the label: the first index wins
+                row = xf[i * n_classes : (i + 1) * n_classes]
+                state[i] = _FAST_HIT if _label_is_first_argmax(row, labels[i]) else _FAST_MISS
+        # Pass 2: one vectorised log over the block (kept apart from the gather of the class
+        # weights, which would stop it vectorising), then class weights.
+        for i in range(n):
+            v = log1p_f64(u[i])
+            u[i] = v if state[i] <= _FAST_MISS else u[i]
+        _apply_class_weights(labels, cw, u, norm)
     if smoothing > 0.0:
         for i in range(n):
-            if state[i] > _NONFINITE:
+            if state[i] >= _NONFINITE:
                 continue
-            lab = labels[i]
             row = xf[i * n_classes : (i + 1) * n_classes]
-            nll = u[i] / cw[lab] if cw[lab] != 0.0 else _nll_unweighted(row, lab)
-            d = _weighted_shift_sum(row, np.float64(row[lab]), cw)
-            u[i] = (1.0 - smoothing) * u[i] + (smoothing / n_classes) * (cw_sum * nll - d)
-
-
-@njit(**_HELPER)
-def _nll_unweighted(row, lab):
-    loss, _ = _logits_row_exact(row, lab)
-    return loss
+            u[i] = _mix(smoothing, u[i], _smoothing_term(row, cw), n_classes)
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -445,14 +474,15 @@ def _gather_probs_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smoothi
         lab = labels[i]
         wy = cw[lab]
         norm[i] = wy
-        loss = -wy * u[i] if k != _NONFINITE else np.nan
+        loss = (-wy * u[i] if wy != 0.0 else 0.0) if k != _NONFINITE else np.nan
         if smoothing > 0.0 and k != _NONFINITE:
             acc = 0.0
             for j in range(n_classes):
+                w = cw[j]
                 v = np.float64(x[i, j])
                 lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
-                acc += cw[j] * lq
-            loss = (1.0 - smoothing) * loss - (smoothing / n_classes) * acc
+                acc -= w * lq if w != 0.0 else 0.0
+            loss = _mix(smoothing, loss, acc, n_classes)
         u[i] = loss
 
 
@@ -541,7 +571,7 @@ def _dense_logits_row(row, t, cw, cw_sum, smoothing):
             tw += wt
             # 0 * log 0 = 0: a class without target mass may have probability 0.
             twx += wt * dj if wt != 0.0 else 0.0
-            wx += wpart[j] * dj
+            wx += wpart[j] * dj if wpart[j] != 0.0 else 0.0
     if not total < np.inf:
         return np.nan
     if total < _TINY:  # terms may have underflowed float32: redo the sum in float64
@@ -551,9 +581,9 @@ def _dense_logits_row(row, t, cw, cw_sum, smoothing):
             total += math.exp(v - mf) if v != mf else 0.0
     log_s = log1p_f64((hits - 1.0) + total)
     if smoothing > 0.0:
-        tw = (1.0 - smoothing) * tw + (smoothing / n_classes) * cw_sum
-        twx = (1.0 - smoothing) * twx + (smoothing / n_classes) * wx
-    return tw * log_s - twx
+        tw = _mix(smoothing, tw, cw_sum, n_classes)
+        twx = _mix(smoothing, twx, wx, n_classes)
+    return (tw * log_s if tw != 0.0 else 0.0) - twx
 
 
 @njit(**_HELPER)
@@ -584,8 +614,9 @@ def _dense_block(x, t, cw, cw_sum, smoothing, kind, clip_lo, clip_hi, sum_tol, t
                     for j in range(n_classes):
                         v = np.float64(row[j])
                         lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
-                        tj = (1.0 - smoothing) * np.float64(trow[j]) + smoothing / n_classes
-                        acc += cw[j] * tj * lq if tj != 0.0 else 0.0
+                        tj = _mix(smoothing, np.float64(trow[j]), 1.0, n_classes)
+                        wt = cw[j] * tj
+                        acc += wt * lq if wt != 0.0 else 0.0  # 0 * log 0 = 0
                     loss[i] = -acc
         state[i] = k
 

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from .arrow import Source
 
-__all__ = ["OutputExistsError", "demo_info", "demo_path", "score"]
+# OutputExistsError is also available here, lazily (see __getattr__).
+__all__ = ["demo_info", "demo_path", "score"]
 
 #: Name of the bundled sample inside ``fastxent/data``.
 DEMO_FILE = "digits_predictions.parquet"
@@ -194,10 +195,13 @@ def score(
             f"keep={list(keep)} without per_row."
         )
     if batch_rows is not None and (
-        isinstance(batch_rows, bool) or not isinstance(batch_rows, (int, np.integer))
+        isinstance(batch_rows, bool)
+        or not isinstance(batch_rows, (int, np.integer))
         or batch_rows < 1
     ):
-        raise InvalidValueError(f"batch_rows must be a positive integer or None; got {batch_rows!r}.")
+        raise InvalidValueError(
+            f"batch_rows must be a positive integer or None; got {batch_rows!r}."
+        )
     # Options are checked before any file is touched.
     acc = Accumulator(
         pred_kind=pred_kind,
@@ -217,10 +221,18 @@ def score(
         rows_per_batch = batch_rows if batch_rows is not None else _default_batch_rows(src, plan)
         writer = None
         if out_path is not None:
-            writer = _RowWriter(out_path, src.schema, plan.keep, metadata={
-                "pred": pred, "label": label, "target": target, "weight": weight,
-                "pred_kind": pred_kind,
-            })
+            writer = _RowWriter(
+                out_path,
+                src.schema,
+                plan.keep,
+                metadata={
+                    "pred": pred,
+                    "label": label,
+                    "target": target,
+                    "weight": weight,
+                    "pred_kind": pred_kind,
+                },
+            )
         try:
             _run(src, plan, acc, rows_per_batch, writer, progress=bool(progress))
             result = acc.result()
@@ -297,7 +309,11 @@ def _plan(
     pred_cols = resolve_columns(schema, pred)
     pred_wide = _is_glob(schema, pred)
     if label is not None:
-        target_cols, target_kind, target_wide = [_one_column(schema, "label", label)], "labels", False
+        target_cols, target_kind, target_wide = (
+            [_one_column(schema, "label", label)],
+            "labels",
+            False,
+        )
         target_name = target_cols[0]
     else:
         assert target is not None
@@ -382,12 +398,14 @@ def _default_batch_rows(src: Source, plan: _Plan) -> int | None:
         t_classes, t_itemsize = _matrix_row(src.schema, plan.target, plan.target_wide)
         n_classes = n_classes or t_classes
         itemsize = (itemsize or 8) + (t_itemsize or 8)
-    if n_classes is None:
+    if not itemsize:
+        return _FALLBACK_BATCH_ROWS  # not floats: the conversion will say why
+    if n_classes is None:  # a list or large_list column: its width is in the data
         if src.is_stream:
             return None
         n_classes = _first_list_length(src, plan.pred[0])
-    if not n_classes or not itemsize:
-        return _FALLBACK_BATCH_ROWS  # unusable types: the conversion will say why
+        if not n_classes:
+            return _FALLBACK_BATCH_ROWS
     return default_batch_rows(n_classes, itemsize)
 
 
@@ -417,13 +435,12 @@ def _matrix(batch: pa.RecordBatch, cols: list[str], wide: bool, row: int, n_clas
 
     if wide:
         return matrix_from_wide(batch, cols, row_offset=row)
-    return matrix_from_column(batch.column(cols[0]), name=cols[0], row_offset=row,
-                              n_classes=n_classes)
+    return matrix_from_column(
+        batch.column(cols[0]), name=cols[0], row_offset=row, n_classes=n_classes
+    )
 
 
-def _produce(
-    src: Source, plan: _Plan, batch_rows: int | None, with_keep: bool
-) -> Iterator[_Batch]:
+def _produce(src: Source, plan: _Plan, batch_rows: int | None, with_keep: bool) -> Iterator[_Batch]:
     """Decode and convert batches; runs in the prefetch thread, so it overlaps the kernel."""
     from .arrow import vector_from_column
 
@@ -441,14 +458,16 @@ def _produce(
             pred = _matrix(batch, plan.pred, plan.pred_wide, row, n_classes)
             n_classes = pred.shape[1]
             if plan.target_kind == "labels":
-                target = vector_from_column(batch.column(plan.target[0]), name=plan.target[0],
-                                            row_offset=row, kind="label")
+                target = vector_from_column(
+                    batch.column(plan.target[0]), name=plan.target[0], row_offset=row, kind="label"
+                )
             else:
                 target = _matrix(batch, plan.target, plan.target_wide, row, n_classes)
             sw = None
             if plan.weight is not None:
-                sw = vector_from_column(batch.column(plan.weight), name=plan.weight,
-                                        row_offset=row, kind="weight")
+                sw = vector_from_column(
+                    batch.column(plan.weight), name=plan.weight, row_offset=row, kind="weight"
+                )
             kept = batch.select(plan.keep) if with_keep and plan.keep else None
             yield _Batch(row, pred, target, sw, kept)
             row += batch.num_rows
@@ -484,9 +503,14 @@ def _run(
                 with warnings.catch_warnings(record=True) as caught:
                     # Collected, so a problem spread over many batches warns once, not per batch.
                     warnings.simplefilter("always", SoftWarning)
-                    rows = acc.update(b.pred, b.target, b.sample_weight,
-                                      return_rows=writer is not None, row_offset=b.row,
-                                      names=names)
+                    rows = acc.update(
+                        b.pred,
+                        b.target,
+                        b.sample_weight,
+                        return_rows=writer is not None,
+                        row_offset=b.row,
+                        names=names,
+                    )
                 for w in caught:
                     if issubclass(w.category, SoftWarning):
                         soft.append(str(w.message))
@@ -501,7 +525,9 @@ def _run(
         if bar is not None:
             bar.close()
     if soft:
-        more = f" Batches further on had such rows too ({len(soft) - 1} more)." if len(soft) > 1 else ""
+        more = ""
+        if len(soft) > 1:
+            more = f" Batches further on had such rows too ({len(soft) - 1} more)."
         warnings.warn(soft[0] + more, SoftWarning, stacklevel=3)  # the caller of score()
 
 
@@ -550,8 +576,10 @@ class _RowWriter:
         self.path = path
         fields = [pa.field("row", pa.int64(), nullable=False), pa.field("loss", pa.float64())]
         fields += [schema.field(c) for c in keep]
-        meta = {**{k: v for k, v in metadata.items() if v is not None},
-                "fastxent_version": __version__}
+        meta = {
+            **{k: v for k, v in metadata.items() if v is not None},
+            "fastxent_version": __version__,
+        }
         self.schema = pa.schema(fields, metadata={PER_ROW_METADATA_KEY: json.dumps(meta)})
         self._pending: list[pa.Table] = []
         self._pending_rows = 0

@@ -46,8 +46,26 @@ def _apply(fn, x):
 
 
 F32_SPECIALS = np.array(
-    [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-40, -88.0, 88.0, 88.7, 89.0,
-     -87.3, -87.4, -103.9, -200.0, 1.0, -1.0],
+    [
+        0.0,
+        -0.0,
+        np.inf,
+        -np.inf,
+        np.nan,
+        1e-45,
+        -1e-45,
+        1e-40,
+        -88.0,
+        88.0,
+        88.7,
+        89.0,
+        -87.3,
+        -87.4,
+        -103.9,
+        -200.0,
+        1.0,
+        -1.0,
+    ],
     dtype=np.float32,
 )
 
@@ -69,8 +87,13 @@ def test_exp_f32_matches_numpy_over_the_float32_range(rng):
 
 
 def test_exp_f64_matches_numpy(rng):
-    x = np.concatenate([rng.uniform(-745, 709, 500_000), rng.uniform(-1, 1, 10_000),
-                        [0.0, np.inf, -np.inf, np.nan, -708.3, -800.0]])
+    x = np.concatenate(
+        [
+            rng.uniform(-745, 709, 500_000),
+            rng.uniform(-1, 1, 10_000),
+            [0.0, np.inf, -np.inf, np.nan, -708.3, -800.0],
+        ]
+    )
     got = _apply(_map_exp64, x)
     want = np.exp(x)
     normal = (want >= np.finfo(np.float64).tiny) & (x < 709.0)
@@ -83,8 +106,13 @@ def test_exp_f64_matches_numpy(rng):
 
 
 def test_log_f64_matches_numpy_including_subnormals_and_specials(rng):
-    x = np.concatenate([10.0 ** rng.uniform(-323, 308, 500_000), rng.uniform(0.5, 2, 50_000),
-                        [5e-324, 2.2250738585072014e-308, 1.0, 0.0, -0.0, -1.0, np.inf, np.nan]])
+    x = np.concatenate(
+        [
+            10.0 ** rng.uniform(-323, 308, 500_000),
+            rng.uniform(0.5, 2, 50_000),
+            [5e-324, 2.2250738585072014e-308, 1.0, 0.0, -0.0, -1.0, np.inf, np.nan],
+        ]
+    )
     got = _apply(_map_log64, x)
     with np.errstate(divide="ignore", invalid="ignore"):
         want = np.log(x)

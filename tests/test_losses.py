@@ -693,6 +693,67 @@ def test_zero_probability_without_clipping_is_inf(rng):
     assert cross_entropy(p, labels, eps=0, label_smoothing=0.1) == np.inf
 
 
+@pytest.mark.parametrize(
+    ("kind", "pred"),
+    [
+        ("probs", [[0.0, 1.0], [0.5, 0.5]]),
+        ("logits", [[-np.inf, 1.0], [0.0, 0.0]]),
+        ("log_probs", [[-np.inf, 0.0], [-math.log(2), -math.log(2)]]),
+    ],
+)
+@pytest.mark.parametrize("soft", [False, True])
+def test_full_smoothing_with_an_impossible_true_class_is_inf(kind, pred, soft):
+    """label_smoothing=1 zeroes the (infinite) true-class term: 0 * inf must not give NaN."""
+    labels = np.array([0, 1])
+    target = one_hot(labels, 2) if soft else labels
+    rows = cross_entropy(
+        np.array(pred), target, pred_kind=kind, label_smoothing=1.0, eps=0, reduction="none"
+    )
+    assert rows[0] == np.inf and rows[1] == pytest.approx(math.log(2), rel=1e-12)
+
+
+def test_huge_finite_logits_with_smoothing_give_inf():
+    x = np.array([[1e308, -1e308], [0.5, 0.5]])
+    labels = np.array([1, 0])
+    for smoothing in (0.0, 0.1):
+        rows = cross_entropy(
+            x, labels, pred_kind="logits", reduction="none", label_smoothing=smoothing
+        )
+        assert rows[0] == np.inf and rows[1] == pytest.approx(math.log(2), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["zero class weight on a -inf logit", "zero row weight on an inf row", "zero weight label"],
+)
+def test_zero_weights_never_make_a_silent_nan(case):
+    """0 * inf: the reference counts a zero-weight term as 0 (sklearn's xlogy convention).
+
+    torch and sklearn give NaN here. The contract allows no silent NaN: either the package
+    agrees with the reference or it raises ValueError.
+    """
+    x = np.array([[0.0, 1.0, -np.inf], [2.0, 0.5, 0.1], [-np.inf, 1.0, 0.0]])
+    labels = np.array([0, 1, 1])
+    kw = dict(pred_kind="logits", label_smoothing=0.1)
+    if case == "zero class weight on a -inf logit":
+        x[2, 0] = 0.0
+        kw["weight"] = [1.0, 1.0, 0.0]
+    elif case == "zero row weight on an inf row":
+        kw = dict(pred_kind="logits", sample_weight=[1.0, 1.0, 0.0])
+        labels[2] = 0
+    else:
+        kw = dict(pred_kind="logits", weight=[0.0, 1.0, 1.0])
+        labels[2] = 0
+    for reduction in REDUCTIONS:
+        try:
+            got = cross_entropy(x, labels, reduction=reduction, **kw)
+        except ValueError:
+            continue
+        expected = naive_cross_entropy(x, labels, reduction=reduction, **kw)
+        assert not np.isnan(got).any(), f"{reduction}: silent NaN {got}"
+        assert_matches(got, expected, rtol=1e-12)
+
+
 def test_nan_in_an_ignored_row_does_not_reach_the_result(rng):
     x = make_pred(rng, "logits", 10, 4)
     labels = rng.integers(0, 4, size=10)

@@ -1,0 +1,8 @@
+"""``python -m fastxent``: the same as the ``fastxent`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
