@@ -3,14 +3,16 @@
 Usage (from anywhere; a full run takes several minutes and wants the machine to itself)::
 
     python bench/compare.py [--small] [--repeats N] [--markdown OUT.md] [--threads T]
+                            [--only {kernels,e2e,startup}]
 
 * **Kernels**: for each loss path and shape, fastxent, the NumPy expression, torch's
   ``F.cross_entropy``, sklearn's ``log_loss`` and a parallel Numba sum of the same float32
   arrays (the read ceiling) run on the same data with the same threads (numba = torch = T,
   default 2). Every implementation is warmed up once, then timed in ``--repeats`` rounds that
   go round-robin over the implementations (the starting one rotates) so drift hits all alike;
-  a round times enough calls to last ~50 ms. Reported: the median time per call, the ratio
-  ``baseline time / fastxent time`` (> 1: fastxent is faster), GB/s of predictions processed
+  a round times enough calls to last ~50 ms. Reported: the median (and fastest) time per
+  call over the rounds, the ratio ``baseline median / fastxent median`` (> 1: fastxent is
+  faster), GB/s of predictions processed
   and the relative error of the result against a float64 reference computed from the same
   float32 values; fastxent's error is also checked with logits offset by +1000 and -1000.
 * **End to end**: ``fastxent.score`` over Parquet (plain, zstd) and Arrow IPC files of
@@ -75,8 +77,8 @@ def _sample(fn: Callable[[], object], number: int) -> float:
         gc.enable()
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds per call of each (already warmed) function over ``repeats`` rounds.
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each (already warmed) function, one sample per round.
 
     Each round visits every function once, starting one further along each time, so slow
     drift (another process, turbo, the page cache) is shared out evenly.
@@ -93,7 +95,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
         for k in range(len(names)):
             name = names[(r + k) % len(names)]
             samples[name].append(_sample(fns[name], number[name]))
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +108,8 @@ class KernelRow:
     path: str
     shape: tuple[int, int]
     impl: str
-    seconds: float | None = None
+    seconds: float | None = None  # median
+    best: float | None = None  # fastest round
     ratio: float | None = None  # baseline time / fastxent time
     gbps: float | None = None
     rel_err: float | None = None
@@ -164,13 +167,15 @@ def measure_kernels(report: Report) -> None:
                 if row.skipped is None:
                     fns[impl.name] = impl.make(path, d)
                     values[impl.name] = fns[impl.name]()  # warm-up: JIT, page faults
-            times = interleaved(fns, report.repeats)
+            samples = interleaved(fns, report.repeats)
+            times = {name: statistics.median(s) for name, s in samples.items()}
             expected = impls.reference(path, *d.inputs(path))
             ours = times[impls.OURS]
             for name, row in rows.items():
                 if row.skipped is not None:
                     continue
                 row.seconds = times[name]
+                row.best = min(samples[name])
                 row.ratio = row.seconds / ours
                 row.gbps = d.pred_bytes / row.seconds / 1e9
                 if name != impls.SUM:
@@ -206,9 +211,13 @@ def measure_e2e(report: Report) -> None:
                 "fastxent": _e2e.ours(path),
                 "pyarrow": _e2e.pyarrow_alone(name, path, shape[1]),
             }
-            for fn in fns.values():
-                fn()  # warm-up: JIT, page cache
-            times = interleaved(fns, report.repeats)
+            try:
+                for fn in fns.values():
+                    fn()  # warm-up: JIT, page cache
+            except Exception as exc:  # report the failure, keep the rest of the report
+                report.e2e_skipped = f"{name} failed: {type(exc).__name__}: {exc}"
+                return
+            times = {k: statistics.median(s) for k, s in interleaved(fns, report.repeats).items()}
             report.e2e.append(
                 E2ERow(name, shape, path.stat().st_size / 1e6, times["fastxent"], times["pyarrow"])
             )
@@ -236,7 +245,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def machine(threads: int) -> dict[str, str]:
+def machine(load_at_start: float | None) -> dict[str, str]:
     import numba
 
     model = platform.processor() or platform.machine()
@@ -265,10 +274,10 @@ def machine(threads: int) -> dict[str, str]:
         "cores (logical, usable)": f"{os.cpu_count()}, {usable}",
         "threads": f"numba {numba.get_num_threads()} ({layer}), torch {torch_threads}",
         "Python": platform.python_version(),
-        "versions": ", ".join(
+        "versions": f"fastxent {fastxent.__version__}, "
+        + ", ".join(
             f"{name} {_version(name)}"
             for name in (
-                "fastxent",
                 "numba",
                 "llvmlite",
                 "numpy",
@@ -278,7 +287,17 @@ def machine(threads: int) -> dict[str, str]:
             )
         ),
         "platform": platform.platform(),
+        # Other processes on a shared machine slow parallel regions more than anything else.
+        "load average (1 min), start / end": f"{_num(load_at_start, '.2f')} / "
+        f"{_num(_load(), '.2f')}",
     }
+
+
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -465,10 +484,12 @@ def table(
 
 
 def render(report: Report, markdown: bool) -> str:
-    h = (lambda t: f"\n## {t}\n") if markdown else (lambda t: f"\n{t}\n{'=' * len(t)}")
-    parts = []
-    title = "fastxent benchmarks"
-    parts.append(f"# {title}\n" if markdown else f"{title}\n{'=' * len(title)}")
+    def h(title: str, level: int = 2) -> str:
+        if markdown:
+            return f"{'#' * level} {title}"
+        return f"{title}\n{('=' if level == 1 else '-') * len(title)}"
+
+    parts = [h("fastxent benchmarks", 1)]
     mode = (
         "SMALL shapes (rows / 100): a check of the script, not of the targets"
         if report.small
@@ -480,11 +501,11 @@ def render(report: Report, markdown: bool) -> str:
     )
 
     parts.append(h("Machine"))
-    parts.append(table(["", ""], [[k, v] for k, v in report.machine.items()], markdown))
+    parts.append(table(["", "value"], [[k, v] for k, v in report.machine.items()], markdown))
 
     parts.append(h("Kernels (in memory)"))
     parts.append(
-        "ratio = baseline time / fastxent time (> 1: fastxent is faster); GB/s = bytes of the "
+        "ratio = baseline median / fastxent median (> 1: fastxent is faster); GB/s = bytes of the "
         "prediction matrix / time; rel err = |result - float64 reference| / reference, the "
         "reference computed from the same float32 values. parallel-sum is a Numba sum of the "
         "arrays the path reads (both matrices for soft targets): the memory-read ceiling."
@@ -492,7 +513,7 @@ def render(report: Report, markdown: bool) -> str:
     rows = []
     for r in report.kernels:
         if r.skipped is not None:
-            rows.append([r.path, impls.shape_id(r.shape), r.impl, "skipped", "—", "—", "—"])
+            rows.append([r.path, impls.shape_id(r.shape), r.impl, "skipped", "—", "—", "—", "—"])
             continue
         rows.append(
             [
@@ -500,6 +521,7 @@ def render(report: Report, markdown: bool) -> str:
                 impls.shape_id(r.shape),
                 r.impl,
                 _ms(r.seconds),
+                _ms(r.best),
                 f"{r.ratio:.2f}",
                 f"{r.gbps:.2f}",
                 _num(r.rel_err, ".1e"),
@@ -507,15 +529,24 @@ def render(report: Report, markdown: bool) -> str:
         )
     parts.append(
         table(
-            ["path", "shape", "implementation", "time (ms)", "ratio vs ours", "GB/s", "rel err"],
+            [
+                "path",
+                "shape",
+                "implementation",
+                "median (ms)",
+                "min (ms)",
+                "ratio vs ours",
+                "GB/s",
+                "rel err",
+            ],
             rows,
             markdown,
-            [False, False, False, True, True, True, True],
+            [False, False, False, True, True, True, True, True],
         )
     )
     reasons = sorted({f"{r.impl}: {r.skipped}" for r in report.kernels if r.skipped})
     if reasons:
-        parts.append("\n" + "\n".join(f"skipped — {x}" for x in reasons))
+        parts.append("\n".join(f"skipped: {x}" for x in reasons))
 
     parts.append(h("Accuracy (fastxent, float32 input vs float64 reference)"))
     parts.append(
@@ -591,7 +622,8 @@ def render(report: Report, markdown: bool) -> str:
             markdown,
         )
     )
-    return "\n".join(parts) + "\n"
+    # Blank lines between blocks: Markdown needs them around tables.
+    return "\n\n".join(parts) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -620,6 +652,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         small=args.small, repeats=args.repeats, threads=impls.configure_threads(args.threads)
     )
     started = time.perf_counter()
+    load_at_start = _load()
     if "kernels" in sections:
         measure_kernels(report)
     if "e2e" in sections:
@@ -628,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report.e2e_skipped = "not run (--only)"
     if "startup" in sections:
         measure_startup(report)
-    report.machine = machine(report.threads)
+    report.machine = machine(load_at_start)
     log(f"done in {time.perf_counter() - started:.0f} s")
 
     print(render(report, markdown=False))

@@ -49,6 +49,17 @@ def _f64_from_bits(typingctx, bits):
 
 
 @intrinsic
+def _bits_from_f32(typingctx, x):
+    if x == types.float32:
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.IntType(32))
+
+        return types.int32(x), codegen
+    return None
+
+
+@intrinsic
 def _bits_from_f64(typingctx, x):
     if x == types.float64:
 
@@ -124,6 +135,42 @@ def exp_f64(x):
     return res if x == x else x
 
 
+_F32_SQRTH = np.float32(0.707106781186547524)
+_F32_TWO23 = np.float32(8388608.0)
+_F32_TINY = np.float32(1.17549435e-38)
+
+
+@njit(**_MATH)
+def log_f32(x):
+    """Natural log of a float32 within about 1 ulp (Cephes ``logf``)."""
+    sub = x < _F32_TINY
+    xs = x * _F32_TWO23 if sub else x
+    bits = _bits_from_f32(xs)
+    e = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
+    m = _f32_from_bits(np.int32((bits & np.int32(-2139095041)) | np.int32(0x3F000000)))  # [0.5, 1)
+    small = m < _F32_SQRTH
+    ef = np.float32(e) - (np.float32(1.0) if small else np.float32(0.0))
+    ef = ef - (np.float32(23.0) if sub else np.float32(0.0))
+    f = (m + m if small else m) - np.float32(1.0)
+    z = f * f
+    y = np.float32(7.0376836292e-2)
+    y = y * f - np.float32(1.1514610310e-1)
+    y = y * f + np.float32(1.1676998740e-1)
+    y = y * f - np.float32(1.2420140846e-1)
+    y = y * f + np.float32(1.4249322787e-1)
+    y = y * f - np.float32(1.6668057665e-1)
+    y = y * f + np.float32(2.0000714765e-1)
+    y = y * f - np.float32(2.4999993993e-1)
+    y = y * f + np.float32(3.3333331174e-1)
+    y = y * f * z
+    y = y + ef * np.float32(-2.12194440e-4)
+    y = y - np.float32(0.5) * z
+    res = f + y + ef * np.float32(0.693359375)
+    res = res if x > 0 else (np.float32(-np.inf) if x == 0 else np.float32(np.nan))
+    res = res if x < np.float32(np.inf) else x
+    return res if x == x else x
+
+
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
 _LG1 = 6.666666666666735130e-01
@@ -186,4 +233,76 @@ def _fexp_overload(x):
         return lambda x: exp_f32(x)
     if x == types.float64:
         return lambda x: exp_f64(x)
+    return None
+
+
+# A running float max (compare + select) does not vectorise without ``nnan``; the same max
+# over the bits, mapped to integers that sort like the floats, does (vpmaxsd and friends).
+# NaN maps above +inf, so a row with a NaN has a NaN max.
+
+
+@njit(**_MATH)
+def max_f32(a, start, n):
+    """Maximum of ``a[start : start + n]``, float32 (NaN if it holds a NaN; -inf if empty).
+
+    Offsets instead of a slice: no reference counting per call.
+    """
+    m = np.int32(-2139095041)  # the key of -inf
+    for j in range(n):
+        b = _bits_from_f32(a[start + np.uint64(j)])
+        k = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        m = k if k > m else m
+    return _f32_from_bits(np.int32(m ^ ((m >> np.int32(31)) & np.int32(0x7FFFFFFF))))
+
+
+@njit(**_MATH)
+def max_f64(a, start, n):
+    """Maximum of ``a[start : start + n]``, float64 (NaN if it holds a NaN; -inf if empty)."""
+    m = np.int64(-9218868437227405313)  # the key of -inf
+    for j in range(n):
+        b = _bits_from_f64(a[start + np.uint64(j)])
+        k = b ^ ((b >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))
+        m = k if k > m else m
+    return _f64_from_bits(m ^ ((m >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF)))
+
+
+def fmax_of(a, start, n):
+    """Maximum of ``a[start : start + n]`` for float32 or float64, vectorised."""
+    raise NotImplementedError("fmax_of is only callable from Numba-compiled code")
+
+
+@overload(fmax_of, inline="always")
+def _fmax_of_overload(a, start, n):
+    if a.dtype == types.float32:
+        return lambda a, start, n: max_f32(a, start, n)
+    if a.dtype == types.float64:
+        return lambda a, start, n: max_f64(a, start, n)
+    return None
+
+
+def flog(x):
+    """Natural log in the precision of ``x``: :func:`log_f32` / :func:`log_f64`."""
+    raise NotImplementedError("flog is only callable from Numba-compiled code")
+
+
+@overload(flog, inline="always")
+def _flog_overload(x):
+    if x == types.float32:
+        return lambda x: log_f32(x)
+    if x == types.float64:
+        return lambda x: log_f64(x)
+    return None
+
+
+def cast_like(value, like):
+    """``value`` converted to the type of the scalar ``like`` (float32 or float64)."""
+    raise NotImplementedError("cast_like is only callable from Numba-compiled code")
+
+
+@overload(cast_like, inline="always")
+def _cast_like_overload(value, like):
+    if like == types.float32:
+        return lambda value, like: np.float32(value)
+    if like == types.float64:
+        return lambda value, like: np.float64(value)
     return None

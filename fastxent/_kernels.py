@@ -26,12 +26,15 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import FASTMATH, JIT_OPTIONS, PARALLEL_OPTIONS
-from ._fastmath import fexp, log1p_f64, log_f64
+from ._fastmath import cast_like, fexp, flog, fmax_of, log1p_f64, log_f64
 
 _HELPER = {"fastmath": FASTMATH, "error_model": "numpy", "cache": JIT_OPTIONS["cache"]}
 # Per-row helpers on the hot path are inlined at Numba's level: a call per row costs more
 # than the arithmetic of a short row.
 _HOT = {**_HELPER, "inline": "always"}
+# The exact fallbacks order their float64 operations on purpose ((m - x) + log1p(s) keeps a
+# tiny loss): no reassociation there.
+_EXACT = {**_HELPER, "fastmath": {"nsz", "contract"}}
 
 # Columns of the per-block ``stats`` array.
 ST_LOSS = 0  # sum of a_i = s_i * loss_i
@@ -144,7 +147,7 @@ def _mark_first(st, col, i):
         st[col] = i
 
 
-@njit(**_HELPER)
+@njit(**_HOT)
 def _note_sum(st, col_bad, col_dev, col_first, i, total, tol):
     """Record a probability row (or target row) whose sum is off 1 by more than ``tol``."""
     dev = abs(total - 1.0)
@@ -223,7 +226,7 @@ def _label_is_first_argmax(row, lab):
     return True
 
 
-@njit(**_HELPER)
+@njit(**_EXACT)
 def _logits_row_exact(row, lab):
     """Slow, careful ``logsumexp(row) - row[lab]`` in float64 for rows the fast path rejects.
 
@@ -251,7 +254,7 @@ def _logits_row_exact(row, lab):
     return (m - xy) + math.log1p(s), state
 
 
-@njit(**_HELPER)
+@njit(**_EXACT)
 def _smoothing_term(row, cw):
     """``sum_j w_j * (-log_softmax(row)_j)`` in float64, a zero weight counting 0 even where
     the log-probability is -inf (the label-smoothing term; not on the hot path)."""
@@ -271,7 +274,7 @@ def _smoothing_term(row, cw):
     return acc
 
 
-@njit(**_HELPER)
+@njit(**_HOT)
 def _mix(smoothing, main, smooth, n_classes):
     """``(1 - e) * main + (e / C) * smooth`` where a zero factor zeroes its term, even if the
     term is infinite (no 0 * inf = NaN)."""
@@ -349,7 +352,9 @@ def _gather_logits_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smooth
             xy = xf[start + np.uint64(lab)] if k < 0 else xf[start]
             if k < 0 and abs(xy) < np.inf:
                 s, gt, eq = _row_sumexp_main(xf, start, n_classes, xy, tail, tstart)
-                u[i] = s + (eq - 1.0)  # ties with the label count exactly 1 each
+                # Ties with the label count exactly 1 each. A select, not s + (eq - 1):
+                # reassociation would compute (s + 1) - 1 and lose a small s.
+                u[i] = s if eq == 1.0 else s + (eq - 1.0)
                 state[i] = _FAST_MISS if gt > 0.0 else (_FAST_HIT if eq == 1.0 else _TIE)
             else:
                 for j in range(n_tail):
@@ -512,113 +517,296 @@ def xent_gather_probs(x, labels, cw, sw, has_ignore, ignore_index, smoothing, om
                       out[r0:r1] if out.shape[0] > 0 else out, stats[b], r0)
 
 
-@njit(**_HELPER)
-def _target_state(t):
-    """State of a target row and its sum: non-finite, negative entries, or usable."""
-    total = 0.0
-    lowest = np.inf
-    for j in range(t.shape[0]):
-        v = np.float64(t[j])
-        total += v
-        lowest = v if v < lowest else lowest
-    if not abs(total) < np.inf:
-        return _NONFINITE, total
-    if lowest < 0.0:
-        return _OUT_OF_RANGE, total
-    return _FAST_HIT, total
+@njit(**_HOT)
+def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing):
+    """``-sum_j w_j t'_j log_softmax(x)_j`` for the row ``xf[start : start + n_classes]``
+    (targets at the same offsets of ``tf``), its target sum and count of negative targets.
+    The loss is NaN when the fast pass cannot decide (non-finite logits).
 
-
-@njit(**_HELPER)
-def _max_of(row):
-    m = np.float32(-np.inf)  # unifies to float64 for float64 rows
-    for j in range(row.shape[0]):
-        v = row[j]
-        m = v if v > m else m
-    return m
-
-
-@njit(**_HELPER)
-def _dense_logits_row(row, t, cw, cw_sum, smoothing):
-    """``-sum_j w_j t'_j log_softmax(row)_j``: one pass after the row max. NaN if unusable."""
-    n_classes = row.shape[0]
-    m = _max_of(row)
+    One fused vector pass after the row max: loss = tw * log S - sum_j w_j t_j (x_j - max),
+    with no per-element log. Terms equal to the max contribute exactly 1 to S: they are
+    counted instead of summed in float32, so log S = log1p(S - 1) keeps its precision.
+    """
+    m = fmax_of(xf, start, n_classes)
     mf = np.float64(m)
-    if not abs(mf) < np.inf:
-        return np.nan
-    # Terms equal to the max contribute exactly 1: count them instead of summing them in
-    # float32, so log(S) = log1p(S - 1) keeps its precision for confident rows.
+    total = 0.0
     hits = 0.0
     tw = 0.0
     twx = 0.0
     wx = 0.0
-    total = 0.0
+    tsum = 0.0
+    tneg = 0.0
     for c0 in range(0, n_classes, _RUN):
-        part = row[c0 : min(n_classes, c0 + _RUN)]
-        tpart = t[c0 : min(n_classes, c0 + _RUN)]
-        wpart = cw[c0 : min(n_classes, c0 + _RUN)]
-        acc = np.float32(0.0)
+        base = start + np.uint64(c0)
+        acc = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
         cnt = np.float32(0.0)
-        for j in range(part.shape[0]):
-            d = part[j] - m
-            e = fexp(d)
-            acc += e if d != 0 else np.float32(0.0)
-            cnt += np.float32(1.0) if d == 0 else np.float32(0.0)
+        ts = np.float32(0.0)
+        tx = np.float32(0.0)
+        dx = np.float32(0.0)
+        neg = np.float32(0.0)
+        if weighted:
+            wts = 0.0
+            for j in range(min(_RUN, n_classes - c0)):
+                d = xf[base + np.uint64(j)] - m
+                e = fexp(d)
+                acc += e if d != 0 else np.float32(0.0)
+                cnt += np.float32(1.0) if d == 0 else np.float32(0.0)
+                tj = tf[base + np.uint64(j)]
+                ts += tj
+                neg += np.float32(1.0) if tj < 0 else np.float32(0.0)
+                w = cw[c0 + j]
+                wt = w * tj
+                wts += wt
+                tx += wt * d if wt != 0 else 0.0  # 0 * log 0 = 0
+                dx += w * d if w != 0 else 0.0
+            tw += wts
+        else:
+            for j in range(min(_RUN, n_classes - c0)):
+                d = xf[base + np.uint64(j)] - m
+                e = fexp(d)
+                acc += e if d != 0 else np.float32(0.0)
+                cnt += np.float32(1.0) if d == 0 else np.float32(0.0)
+                tj = tf[base + np.uint64(j)]
+                ts += tj
+                neg += np.float32(1.0) if tj < 0 else np.float32(0.0)
+                tx += tj * d if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
+                dx += d
+            tw += ts
         total += acc
         hits += cnt
-        for j in range(part.shape[0]):
-            dj = np.float64(part[j]) - mf
-            wt = wpart[j] * np.float64(tpart[j])
-            tw += wt
-            # 0 * log 0 = 0: a class without target mass may have probability 0.
-            twx += wt * dj if wt != 0.0 else 0.0
-            wx += wpart[j] * dj if wpart[j] != 0.0 else 0.0
-    if not total < np.inf:
-        return np.nan
+        tsum += ts
+        twx += tx
+        wx += dx
+        tneg += neg
+    if not (abs(mf) < np.inf and total < np.inf):
+        return np.nan, tsum, tneg
     if total < _TINY:  # terms may have underflowed float32: redo the sum in float64
         total = 0.0
         for j in range(n_classes):
-            v = np.float64(row[j])
+            v = np.float64(xf[start + np.uint64(j)])
             total += math.exp(v - mf) if v != mf else 0.0
-    log_s = log1p_f64((hits - 1.0) + total)
+    # A branch, not (hits - 1) + total: reassociation would round 1 + total first.
+    log_s = log1p_f64(total) if hits == 1.0 else log_f64(hits + total)
     if smoothing > 0.0:
         tw = _mix(smoothing, tw, cw_sum, n_classes)
         twx = _mix(smoothing, twx, wx, n_classes)
-    return (tw * log_s if tw != 0.0 else 0.0) - twx
+    return (tw * log_s if tw != 0.0 else 0.0) - twx, tsum, tneg
+
+
+@njit(**_HOT)
+def _dense_probs_row(xf, tf, start, n_classes, cw, weighted, is_log, clip_lo, clip_hi,
+                     log_tol, smoothing):
+    """``-sum_j w_j t'_j log q_j`` for probabilities (clipped) or log-probabilities, with
+    the row checks fused in: returns (loss, prediction sum, count of bad predictions,
+    target sum, count of negative targets). Vectorised in the storage precision, summed in
+    runs of ``_RUN`` and then in float64."""
+    first = xf[start]
+    lo = cast_like(clip_lo, first)
+    hi = cast_like(clip_hi, first)
+    ltol = cast_like(log_tol, first)
+    acc_t = 0.0  # sum_j w_j t_j log q_j
+    acc_w = 0.0  # sum_j w_j log q_j, for label smoothing
+    psum = 0.0
+    bad = 0.0
+    tsum = 0.0
+    tneg = 0.0
+    for c0 in range(0, n_classes, _RUN):
+        base = start + np.uint64(c0)
+        at = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
+        aw = np.float32(0.0)
+        ps = np.float32(0.0)
+        nb = np.float32(0.0)
+        ts = np.float32(0.0)
+        tn = np.float32(0.0)
+        if weighted:
+            at64 = 0.0
+            aw64 = 0.0
+            for j in range(min(_RUN, n_classes - c0)):
+                v = xf[base + np.uint64(j)]
+                tj = tf[base + np.uint64(j)]
+                lq = v if is_log else flog(min(max(v, lo), hi))
+                w = cw[c0 + j]
+                wt = w * tj
+                at64 += wt * lq if wt != 0.0 else 0.0  # 0 * log 0 = 0
+                aw64 += w * lq if w != 0.0 else 0.0
+            acc_t += at64
+            acc_w += aw64
+        for j in range(min(_RUN, n_classes - c0)):
+            v = xf[base + np.uint64(j)]
+            tj = tf[base + np.uint64(j)]
+            if is_log:
+                lq = v
+                ps += fexp(v)
+                nb += np.float32(1.0) if ((v > ltol) | (v != v)) else np.float32(0.0)
+            else:
+                lq = flog(min(max(v, lo), hi))
+                ps += v
+                nb += np.float32(1.0) if ((v < 0) | (v > 1) | (v != v)) else np.float32(0.0)
+            ts += tj
+            tn += np.float32(1.0) if tj < 0 else np.float32(0.0)
+            at += tj * lq if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
+            aw += lq
+        if not weighted:
+            acc_t += at
+            acc_w += aw
+        psum += ps
+        bad += nb
+        tsum += ts
+        tneg += tn
+    return -_mix(smoothing, acc_t, acc_w, n_classes), psum, bad, tsum, tneg
+
+
+@njit(**_HELPER)
+def _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag):
+    """C == 2 target distributions over logits, branch-free across rows (vectorises)."""
+    w0 = cw[0]
+    w1 = cw[1]
+    for i in range(loss.shape[0]):
+        a = xf[2 * i]
+        b = xf[2 * i + 1]
+        t0 = np.float64(tf[2 * i])
+        t1 = np.float64(tf[2 * i + 1])
+        hi_is_a = a >= b
+        dn = b - a if hi_is_a else a - b  # <= 0, in the storage precision
+        e = np.float64(fexp(dn))
+        d = np.float64(dn)
+        log_s = log1p_f64(e) if d != 0 else 0.6931471805599453
+        tlo = t1 if hi_is_a else t0
+        wlo = w1 if hi_is_a else w0
+        tw = w0 * t0 + w1 * t1
+        wt = wlo * tlo
+        twx = wt * d if wt != 0.0 else 0.0  # 0 * log 0 = 0
+        wx = wlo * d if wlo != 0.0 else 0.0
+        tw = _mix(smoothing, tw, cw_sum, 2)
+        twx = _mix(smoothing, twx, wx, 2)
+        v = (tw * log_s if tw != 0.0 else 0.0) - twx
+        ok = (abs(a) < np.inf) & (abs(b) < np.inf) & (e >= _TINY)
+        loss[i] = v if ok else np.nan
+        tsum[i] = t0 + t1
+        flag[i] = 0 if ((t0 >= 0) & (t1 >= 0) & ok) else 1
+
+
+@njit(**_HELPER)
+def _dense_two_class_probs(xf, tf, cw, is_log, clip_lo, clip_hi, log_tol, smoothing, loss,
+                           psum, tsum, flag):
+    """C == 2 target distributions over (log-)probabilities, branch-free across rows."""
+    w0 = cw[0]
+    w1 = cw[1]
+    lo = cast_like(clip_lo, xf[0])
+    hi = cast_like(clip_hi, xf[0])
+    ltol = cast_like(log_tol, xf[0])
+    for i in range(loss.shape[0]):
+        a = xf[2 * i]
+        b = xf[2 * i + 1]
+        t0 = np.float64(tf[2 * i])
+        t1 = np.float64(tf[2 * i + 1])
+        if is_log:
+            la = np.float64(a)
+            lb = np.float64(b)
+            ps = np.float64(fexp(a)) + np.float64(fexp(b))
+            bad = (a > ltol) | (b > ltol) | (a != a) | (b != b)
+        else:
+            la = np.float64(flog(min(max(a, lo), hi)))
+            lb = np.float64(flog(min(max(b, lo), hi)))
+            ps = np.float64(a) + np.float64(b)
+            bad = (a < 0) | (a > 1) | (b < 0) | (b > 1) | (a != a) | (b != b)
+        wt0 = w0 * t0
+        wt1 = w1 * t1
+        acc_t = (wt0 * la if wt0 != 0.0 else 0.0) + (wt1 * lb if wt1 != 0.0 else 0.0)
+        acc_w = (w0 * la if w0 != 0.0 else 0.0) + (w1 * lb if w1 != 0.0 else 0.0)
+        loss[i] = -_mix(smoothing, acc_t, acc_w, 2)
+        psum[i] = ps
+        tsum[i] = t0 + t1
+        flag[i] = 1 if (bad | (t0 < 0) | (t1 < 0)) else 0
 
 
 @njit(**_HELPER)
 def _dense_block(x, t, cw, cw_sum, smoothing, kind, clip_lo, clip_hi, sum_tol, tsum_tol,
                  log_tol, st, r0, loss, norm, state):
     n, n_classes = x.shape
-    for i in range(n):
-        row = x[i]
-        trow = t[i]
-        norm[i] = 1.0
-        loss[i] = np.nan
-        k, tsum = _target_state(trow)
-        if k == _FAST_HIT:
-            _note_sum(st, ST_TSUM_BAD, ST_TSUM_DEV, ST_TSUM_FIRST, r0 + i, tsum, tsum_tol)
-            if kind == 0:  # logits
-                v = _dense_logits_row(row, trow, cw, cw_sum, smoothing)
-                if v != v:  # decide why: NaN / +inf logit, or every logit -inf
-                    k, _, _ = _row_scan(row, True, np.inf)
-                    k = _NONFINITE if k == _FAST_HIT else k
-                loss[i] = v
+    xf = x.reshape(-1)
+    tf = t.reshape(-1)
+    weighted = False
+    for j in range(n_classes):
+        weighted |= cw[j] != 1.0
+    is_log = kind == 2
+    tsum = np.empty(n)
+    psum = np.ones(n)
+    flag = np.zeros(n, np.int8)
+    # Pass 1: the losses, the sums the checks need, and a flag for rows to look at again.
+    if kind == 0 and n_classes == 2:
+        _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag)
+    elif n_classes == 2:
+        _dense_two_class_probs(xf, tf, cw, is_log, clip_lo, clip_hi, log_tol, smoothing, loss,
+                               psum, tsum, flag)
+    else:
+        for i in range(n):
+            start = np.uint64(i * n_classes)
+            if kind == 0:
+                v, ts, tn = _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum,
+                                              smoothing)
+                bad = 1.0 if v != v else 0.0
             else:
-                is_log = kind == 2
-                k, _, total = _row_scan(row, is_log, log_tol)
-                if k == _FAST_HIT:
-                    _note_sum(st, ST_PSUM_BAD, ST_PSUM_DEV, ST_PSUM_FIRST, r0 + i, total,
-                              sum_tol)
-                    acc = 0.0
-                    for j in range(n_classes):
-                        v = np.float64(row[j])
-                        lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
-                        tj = _mix(smoothing, np.float64(trow[j]), 1.0, n_classes)
-                        wt = cw[j] * tj
-                        acc += wt * lq if wt != 0.0 else 0.0  # 0 * log 0 = 0
-                    loss[i] = -acc
+                v, ps, bad, ts, tn = _dense_probs_row(xf, tf, start, n_classes, cw, weighted,
+                                                      is_log, clip_lo, clip_hi, log_tol,
+                                                      smoothing)
+                psum[i] = ps
+            loss[i] = v
+            tsum[i] = ts
+            flag[i] = 1 if (bad > 0 or tn > 0) else 0
+    # Pass 2: row states and the sum-to-1 records.
+    for i in range(n):
+        norm[i] = 1.0
+        ts = tsum[i]
+        k = _FAST_HIT
+        if not abs(ts) < np.inf:
+            k = _NONFINITE
+        elif flag[i] != 0:
+            trow = t[i]
+            neg = False
+            for j in range(n_classes):
+                neg |= trow[j] < 0
+            if neg:
+                k = _OUT_OF_RANGE
+            elif loss[i] != loss[i] or kind != 0:
+                # Decide why, slowly: NaN / +inf (or -inf probability), or out of range.
+                k, _, _ = _row_scan(x[i], kind != 1, np.inf if kind == 0 else log_tol)
+                if kind == 0 and k == _FAST_HIT:
+                    if _logits_row_exact(x[i], 0)[1] == _NONFINITE:
+                        k = _NONFINITE
+                    else:  # finite logits the fast pass could not handle: all -inf, underflow
+                        k = _NONFINITE if fmax_of(xf, np.uint64(i * n_classes), n_classes) == -np.inf else k
+                        if k == _FAST_HIT:
+                            loss[i] = _dense_logits_exact(x[i], t[i], cw, smoothing)
+        if k == _FAST_HIT:
+            _note_sum(st, ST_TSUM_BAD, ST_TSUM_DEV, ST_TSUM_FIRST, r0 + i, ts, tsum_tol)
+            if kind != 0:
+                _note_sum(st, ST_PSUM_BAD, ST_PSUM_DEV, ST_PSUM_FIRST, r0 + i, psum[i], sum_tol)
         state[i] = k
+
+
+@njit(**_EXACT)
+def _dense_logits_exact(row, t, cw, smoothing):
+    """Slow float64 dense loss over logits for rows the fast pass flagged (tiny sums)."""
+    n = row.shape[0]
+    m = -np.inf
+    arg = 0
+    for j in range(n):
+        v = np.float64(row[j])
+        if v > m:
+            m = v
+            arg = j
+    s = 0.0
+    for j in range(n):
+        s += math.exp(np.float64(row[j]) - m) if j != arg else 0.0
+    l1p = math.log1p(s)
+    acc = 0.0
+    for j in range(n):
+        tj = _mix(smoothing, np.float64(t[j]), 1.0, n)
+        wt = cw[j] * tj
+        # -log q_j = (m - x_j) + log1p(s): keeps a tiny loss on the argmax exact.
+        acc += wt * ((m - np.float64(row[j])) + l1p) if wt != 0.0 else 0.0
+    return acc
 
 
 @njit(**PARALLEL_OPTIONS)

@@ -52,6 +52,7 @@ class Progress:
         self._clock = clock
         self._start = clock()
         self._last_draw: float | None = None
+        self._drawn_rows = -1
         self._width = 0
         self._closed = False
 
@@ -88,6 +89,7 @@ class Progress:
         padded = text.ljust(self._width)
         self._width = len(text)
         self._last_draw = now
+        self._drawn_rows = self.rows
         try:
             self._stream.write("\r" + padded)
             self._stream.flush()
@@ -99,7 +101,8 @@ class Progress:
         if self._closed:
             return
         self._closed = True
-        self._draw(self._clock())
+        if self._drawn_rows != self.rows or self._last_draw is None:
+            self._draw(self._clock())
         try:
             self._stream.write("\n")
             self._stream.flush()

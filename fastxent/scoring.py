@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -157,6 +157,15 @@ def score(
         The source cannot be opened or read.
     OutputExistsError
         ``per_row`` exists and ``overwrite`` is False (also a ``FileExistsError``).
+
+    Notes
+    -----
+    Memory is a few batches, whatever the size of the source: the batch being scored, up to
+    two decoded ahead, the one being decoded and pyarrow's decoding buffers. Measured on a
+    526 MB Parquet file of 100 float32 classes: peak RSS grew by about 0.55 GB with the
+    default 64 MiB batches, by about 0.15 GB with 16 MiB batches (``batch_rows=40_000``) at
+    the same speed, and by about 13 MB with 2 MiB batches. Pass a smaller ``batch_rows`` to
+    cap memory lower.
 
     See Also
     --------
@@ -430,7 +439,9 @@ class _Batch:
     keep: pa.RecordBatch | None
 
 
-def _matrix(batch: pa.RecordBatch, cols: list[str], wide: bool, row: int, n_classes: int | None):
+def _matrix(
+    batch: pa.RecordBatch, cols: list[str], wide: bool, row: int, n_classes: int | None
+) -> np.ndarray:
     from .arrow import matrix_from_column, matrix_from_wide
 
     if wide:
@@ -447,12 +458,11 @@ def _produce(src: Source, plan: _Plan, batch_rows: int | None, with_keep: bool) 
     row = 0
     n_classes: int | None = None
     for big in src.iter_batches(plan.columns, batch_rows or _NATIVE_BATCH_ROWS):
+        if batch_rows is None:
+            # An Arrow stream of variable-size lists: size the slices from its first row.
+            first = _matrix(big.slice(0, 1), plan.pred, plan.pred_wide, row, None)
+            batch_rows = _rows_for(first.shape[1], first.dtype.itemsize, plan)
         step = batch_rows
-        if step is None:
-            # An Arrow stream of variable-size lists: size slices from the first batch.
-            step = _FALLBACK_BATCH_ROWS
-            pred = _matrix(big.slice(0, 1), plan.pred, plan.pred_wide, row, None)
-            batch_rows = step = _rows_for(pred.shape[1], pred.dtype.itemsize, plan)
         for start in range(0, big.num_rows, step):
             batch = big.slice(start, step) if big.num_rows > step else big
             pred = _matrix(batch, plan.pred, plan.pred_wide, row, n_classes)
@@ -558,6 +568,23 @@ def _check_output(per_row: Any, *, overwrite: bool) -> Path:
     return path
 
 
+def _create_temp(path: Path) -> Path:
+    """A new hidden file beside ``path``, created with the umask's permissions.
+
+    ``tempfile.mkstemp`` would create it 0600, and the rename would hand the user an output
+    file nobody else can read.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"cannot create a temporary file beside {str(path)!r}.")
+
+
 class _RowWriter:
     """Writes ``row, loss, *keep`` to a temporary Parquet file; :meth:`commit` publishes it.
 
@@ -585,9 +612,7 @@ class _RowWriter:
         self._pending_rows = 0
         self._pending_bytes = 0
         self.rows_written = 0
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        self._tmp = Path(name)
+        self._tmp = _create_temp(path)
         try:
             self._writer: Any = pq.ParquetWriter(self._tmp, self.schema)
         except BaseException:

@@ -36,7 +36,7 @@ from fastxent.generate import OutputExistsError, generate
 
 N_ROWS, N_CLASSES = 57, 5
 LAYOUTS = ["fixed_size_list", "list", "large_list", "fixed_shape_tensor", "wide"]
-SOURCES = ["parquet", "hive", "ipc", "table", "reader", "polars", "duckdb"]
+SOURCES = ["parquet", "hive", "ipc", "ipc_stream", "table", "reader", "polars", "duckdb"]
 REL = 1e-12
 
 
@@ -112,6 +112,12 @@ def _as_source(table: pa.Table, kind: str, tmp_path: Path):
             for batch in table.to_batches(max_chunksize=13):
                 writer.write_batch(batch)
         return path
+    if kind == "ipc_stream":
+        path = tmp_path / "data.arrows"
+        with pa.OSFile(str(path), "wb") as sink, ipc.new_stream(sink, table.schema) as writer:
+            for batch in table.to_batches(max_chunksize=13):
+                writer.write_batch(batch)
+        return path
     if kind == "polars":
         pl = pytest.importorskip("polars")
         return pl.from_arrow(table)
@@ -162,6 +168,25 @@ def test_default_batch_size(kind, layout, data, tmp_path):
     source = _as_source(_table(x, labels, layout=layout), kind, tmp_path)
     got = fx.score(source, pred=_pred_arg("p", layout), label="y")
     _same_score(got, fx.cross_entropy(x, labels), N_ROWS)
+
+
+def test_stream_of_lists_is_sliced_to_the_batch_size(data, monkeypatch):
+    # A stream's list width is only known from its first batch; batches are then sliced.
+    x, labels, _ = data
+    monkeypatch.setattr(scoring, "_rows_for", lambda n_classes, itemsize, plan: 4)
+    sizes = []
+    update = Accumulator.update
+
+    def recording(self, pred, *args, **kwargs):
+        sizes.append(len(pred))
+        return update(self, pred, *args, **kwargs)
+
+    monkeypatch.setattr(Accumulator, "update", recording)
+    table = _table(x, labels, layout="list")
+    reader = pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=30))
+    got = fx.score(reader, pred="p", label="y")
+    _same_score(got, fx.cross_entropy(x, labels), N_ROWS)
+    assert max(sizes) == 4 and sum(sizes) == N_ROWS
 
 
 @pytest.mark.parametrize("pred_kind", ["logits", "log_probs"])
@@ -428,6 +453,16 @@ def test_per_row_file(data, tmp_path, monkeypatch):
     assert meta["pred"] == "p" and meta["label"] == "y"
     assert np.nansum(rows["loss"].to_numpy()) == pytest.approx(got.loss_sum, rel=REL)
     assert sorted(os.listdir(tmp_path)) == ["rows.parquet"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_per_row_file_gets_the_umask_permissions(data, tmp_path):
+    x, labels, _ = data
+    umask = os.umask(0o022)
+    os.umask(umask)
+    out = tmp_path / "rows.parquet"
+    fx.score(_table(x, labels), pred="p", label="y", per_row=out)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_per_row_keep_glob_and_nan_rows(data, tmp_path):
