@@ -9,6 +9,7 @@ sources, or, where that is not writable (a read-only site-packages), under
 from __future__ import annotations
 
 import os
+from typing import Any
 
 #: Fast-math flags for the kernels. ``reassoc`` is the one that matters: without it sum and
 #: max reductions do not vectorise. ``nnan``/``ninf`` are deliberately absent: they let LLVM
@@ -29,6 +30,13 @@ MAX_BLOCK_ROWS = 4096
 #: memory instead of a full copy).
 CONVERT_ELEMENTS = int(os.environ.get("FASTXENT_CONVERT_ELEMENTS", 1 << 23))
 
-JIT_OPTIONS = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}
-PARALLEL_OPTIONS = {**JIT_OPTIONS, "parallel": True}
-INLINE_OPTIONS = {"inline": "always", "fastmath": FASTMATH, "error_model": "numpy"}
+#: Per-row and per-block helpers (called from the parallel kernels).
+HELPER_OPTIONS: dict[str, Any] = {"fastmath": FASTMATH, "error_model": "numpy", "cache": CACHE}
+#: Helpers on the hot path, inlined at Numba's level: a call per row costs more than the
+#: arithmetic of a short row.
+HOT_OPTIONS: dict[str, Any] = {**HELPER_OPTIONS, "inline": "always"}
+#: The exact float64 fallbacks order their operations on purpose ((m - x) + log1p(s) keeps a
+#: tiny loss): no reassociation there.
+EXACT_OPTIONS: dict[str, Any] = {**HELPER_OPTIONS, "fastmath": {"nsz", "contract"}}
+#: The parallel kernels: release the GIL so Arrow decoding overlaps them.
+PARALLEL_OPTIONS: dict[str, Any] = {**HELPER_OPTIONS, "nogil": True, "parallel": True}

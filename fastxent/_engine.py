@@ -121,17 +121,59 @@ def run(
         if target_kind == "labels":
             labels = _readonly(target[r0:r1])
             if kind == "logits":
-                K.xent_gather_logits(x, labels, cw, sw, has_ignore, ignore_index, smoothing,
-                                     omit, o, stats, block_rows)
+                K.xent_gather_logits(
+                    x,
+                    labels,
+                    cw,
+                    sw,
+                    has_ignore,
+                    ignore_index,
+                    smoothing,
+                    omit,
+                    o,
+                    stats,
+                    block_rows,
+                )
             else:
-                K.xent_gather_probs(x, labels, cw, sw, has_ignore, ignore_index, smoothing,
-                                    omit, kind == "log_probs", clip_lo, clip_hi, full_rows,
-                                    sum_tol, log_tol, o, stats, block_rows)
+                K.xent_gather_probs(
+                    x,
+                    labels,
+                    cw,
+                    sw,
+                    has_ignore,
+                    ignore_index,
+                    smoothing,
+                    omit,
+                    kind == "log_probs",
+                    clip_lo,
+                    clip_hi,
+                    full_rows,
+                    sum_tol,
+                    log_tol,
+                    o,
+                    stats,
+                    block_rows,
+                )
         else:
             t = _readonly(np.ascontiguousarray(target[r0:r1], dtype=x.dtype))
             code = {"logits": 0, "probs": 1, "log_probs": 2}[kind]
-            K.xent_dense(x, t, cw, sw, smoothing, omit, code, clip_lo, clip_hi, sum_tol,
-                         tsum_tol, log_tol, o, stats, block_rows)
+            K.xent_dense(
+                x,
+                t,
+                cw,
+                sw,
+                smoothing,
+                omit,
+                code,
+                clip_lo,
+                clip_hi,
+                sum_tol,
+                tsum_tol,
+                log_tol,
+                o,
+                stats,
+                block_rows,
+            )
         for col in _FIRSTS:
             hit = stats[:, col] >= 0
             stats[hit, col] += r0
@@ -169,7 +211,8 @@ def _raise_problems(p: Partials, pred, target_kind, target, opts: Options, row_o
             if (trow < 0).any():
                 j, v = _first_bad_entry(trow, trow < 0)
                 raise InvalidValueError(
-                    f"{tname} distributions must be >= 0; row {row_offset + i}, class {j} has {v!r}."
+                    f"{tname} distributions must be >= 0; "
+                    f"row {row_offset + i}, class {j} has {v!r}."
                 )
         if opts.pred_kind == "log_probs":
             j, v = _first_bad_entry(row, row > 8.0 * float(np.finfo(pred.dtype).eps))
@@ -220,5 +263,6 @@ def _raise_problems(p: Partials, pred, target_kind, target, opts: Options, row_o
             )
             if opts.strict:
                 raise InvalidValueError(msg + " Normalise the rows, or drop strict=True.")
-            warnings.warn(msg + " Pass strict=True to make this an error.", SoftWarning,
-                          stacklevel=4)
+            warnings.warn(
+                msg + " Pass strict=True to make this an error.", SoftWarning, stacklevel=4
+            )

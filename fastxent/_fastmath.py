@@ -16,6 +16,8 @@ subnormal arguments are handled exactly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -23,7 +25,7 @@ from numba.extending import intrinsic, overload
 
 from ._config import CACHE
 
-_MATH = {"fastmath": {"nsz", "contract"}, "error_model": "numpy", "cache": CACHE}
+_MATH: dict[str, Any] = {"fastmath": {"nsz", "contract"}, "error_model": "numpy", "cache": CACHE}
 
 
 @intrinsic

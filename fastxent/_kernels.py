@@ -25,16 +25,12 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._config import FASTMATH, JIT_OPTIONS, PARALLEL_OPTIONS
+from ._config import EXACT_OPTIONS, HELPER_OPTIONS, HOT_OPTIONS, PARALLEL_OPTIONS
 from ._fastmath import cast_like, fexp, flog, fmax_of, log1p_f64, log_f64
 
-_HELPER = {"fastmath": FASTMATH, "error_model": "numpy", "cache": JIT_OPTIONS["cache"]}
-# Per-row helpers on the hot path are inlined at Numba's level: a call per row costs more
-# than the arithmetic of a short row.
-_HOT = {**_HELPER, "inline": "always"}
-# The exact fallbacks order their float64 operations on purpose ((m - x) + log1p(s) keeps a
-# tiny loss): no reassociation there.
-_EXACT = {**_HELPER, "fastmath": {"nsz", "contract"}}
+_HELPER = HELPER_OPTIONS
+_HOT = HOT_OPTIONS
+_EXACT = EXACT_OPTIONS
 
 # Columns of the per-block ``stats`` array.
 ST_LOSS = 0  # sum of a_i = s_i * loss_i
@@ -329,8 +325,9 @@ def _apply_class_weights(labels, cw, loss, norm):
 
 
 @njit(**_HELPER)
-def _gather_logits_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smoothing,
-                         u, norm, state, tail):
+def _gather_logits_block(
+    x, labels, cw, cw_sum, has_ignore, ignore_index, smoothing, u, norm, state, tail
+):
     n, n_classes = x.shape
     xf = x.reshape(-1)
     n_tail = n_classes % _CHUNK
@@ -395,8 +392,9 @@ def _gather_logits_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smooth
 
 
 @njit(**PARALLEL_OPTIONS)
-def xent_gather_logits(x, labels, cw, sw, has_ignore, ignore_index, smoothing, omit_nan,
-                       out, stats, block_rows):
+def xent_gather_logits(
+    x, labels, cw, sw, has_ignore, ignore_index, smoothing, omit_nan, out, stats, block_rows
+):
     """Integer labels, logits: ``logsumexp(x_i) - x_i[y_i]`` fused with the gather."""
     n = x.shape[0]
     cw_sum = 0.0
@@ -409,10 +407,29 @@ def xent_gather_logits(x, labels, cw, sw, has_ignore, ignore_index, smoothing, o
         norm = np.empty(r1 - r0)
         state = np.empty(r1 - r0, np.int8)
         tail = np.empty((r1 - r0) * (x.shape[1] % _CHUNK), x.dtype)
-        _gather_logits_block(x[r0:r1], labels[r0:r1], cw, cw_sum, has_ignore, ignore_index,
-                             smoothing, u, norm, state, tail)
-        _finish_block(state, u, norm, sw[r0:r1] if sw.shape[0] > 0 else sw, omit_nan,
-                      out[r0:r1] if out.shape[0] > 0 else out, stats[b], r0)
+        _gather_logits_block(
+            x[r0:r1],
+            labels[r0:r1],
+            cw,
+            cw_sum,
+            has_ignore,
+            ignore_index,
+            smoothing,
+            u,
+            norm,
+            state,
+            tail,
+        )
+        _finish_block(
+            state,
+            u,
+            norm,
+            sw[r0:r1] if sw.shape[0] > 0 else sw,
+            omit_nan,
+            out[r0:r1] if out.shape[0] > 0 else out,
+            stats[b],
+            r0,
+        )
 
 
 @njit(**_HELPER)
@@ -444,8 +461,26 @@ def _row_scan(row, is_log, log_tol):
 
 
 @njit(**_HELPER)
-def _gather_probs_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smoothing, is_log,
-                        clip_lo, clip_hi, full_rows, sum_tol, log_tol, st, r0, u, norm, state):
+def _gather_probs_block(
+    x,
+    labels,
+    cw,
+    cw_sum,
+    has_ignore,
+    ignore_index,
+    smoothing,
+    is_log,
+    clip_lo,
+    clip_hi,
+    full_rows,
+    sum_tol,
+    log_tol,
+    st,
+    r0,
+    u,
+    norm,
+    state,
+):
     n, n_classes = x.shape
     for i in range(n):
         lab = labels[i]
@@ -492,9 +527,25 @@ def _gather_probs_block(x, labels, cw, cw_sum, has_ignore, ignore_index, smoothi
 
 
 @njit(**PARALLEL_OPTIONS)
-def xent_gather_probs(x, labels, cw, sw, has_ignore, ignore_index, smoothing, omit_nan,
-                      is_log, clip_lo, clip_hi, full_rows, sum_tol, log_tol, out, stats,
-                      block_rows):
+def xent_gather_probs(
+    x,
+    labels,
+    cw,
+    sw,
+    has_ignore,
+    ignore_index,
+    smoothing,
+    omit_nan,
+    is_log,
+    clip_lo,
+    clip_hi,
+    full_rows,
+    sum_tol,
+    log_tol,
+    out,
+    stats,
+    block_rows,
+):
     """Integer labels, probabilities or log-probabilities: reads one entry per row.
 
     With ``full_rows`` every entry is read as well, to check the row (finite, in range, sums
@@ -510,11 +561,36 @@ def xent_gather_probs(x, labels, cw, sw, has_ignore, ignore_index, smoothing, om
         u = np.empty(r1 - r0)
         norm = np.empty(r1 - r0)
         state = np.empty(r1 - r0, np.int8)
-        _gather_probs_block(x[r0:r1], labels[r0:r1], cw, cw_sum, has_ignore, ignore_index,
-                            smoothing, is_log, clip_lo, clip_hi, full_rows, sum_tol, log_tol,
-                            stats[b], r0, u, norm, state)
-        _finish_block(state, u, norm, sw[r0:r1] if sw.shape[0] > 0 else sw, omit_nan,
-                      out[r0:r1] if out.shape[0] > 0 else out, stats[b], r0)
+        _gather_probs_block(
+            x[r0:r1],
+            labels[r0:r1],
+            cw,
+            cw_sum,
+            has_ignore,
+            ignore_index,
+            smoothing,
+            is_log,
+            clip_lo,
+            clip_hi,
+            full_rows,
+            sum_tol,
+            log_tol,
+            stats[b],
+            r0,
+            u,
+            norm,
+            state,
+        )
+        _finish_block(
+            state,
+            u,
+            norm,
+            sw[r0:r1] if sw.shape[0] > 0 else sw,
+            omit_nan,
+            out[r0:r1] if out.shape[0] > 0 else out,
+            stats[b],
+            r0,
+        )
 
 
 @njit(**_HOT)
@@ -594,8 +670,9 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing)
 
 
 @njit(**_HOT)
-def _dense_probs_row(xf, tf, start, n_classes, cw, weighted, is_log, clip_lo, clip_hi,
-                     log_tol, smoothing):
+def _dense_probs_row(
+    xf, tf, start, n_classes, cw, weighted, is_log, clip_lo, clip_hi, log_tol, smoothing
+):
     """``-sum_j w_j t'_j log q_j`` for probabilities (clipped) or log-probabilities, with
     the row checks fused in: returns (loss, prediction sum, count of bad predictions,
     target sum, count of negative targets). Vectorised in the storage precision, summed in
@@ -687,8 +764,9 @@ def _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag):
 
 
 @njit(**_HELPER)
-def _dense_two_class_probs(xf, tf, cw, is_log, clip_lo, clip_hi, log_tol, smoothing, loss,
-                           psum, tsum, flag):
+def _dense_two_class_probs(
+    xf, tf, cw, is_log, clip_lo, clip_hi, log_tol, smoothing, loss, psum, tsum, flag
+):
     """C == 2 target distributions over (log-)probabilities, branch-free across rows."""
     w0 = cw[0]
     w1 = cw[1]
@@ -721,8 +799,24 @@ def _dense_two_class_probs(xf, tf, cw, is_log, clip_lo, clip_hi, log_tol, smooth
 
 
 @njit(**_HELPER)
-def _dense_block(x, t, cw, cw_sum, smoothing, kind, clip_lo, clip_hi, sum_tol, tsum_tol,
-                 log_tol, st, r0, loss, norm, state):
+def _dense_block(
+    x,
+    t,
+    cw,
+    cw_sum,
+    smoothing,
+    kind,
+    clip_lo,
+    clip_hi,
+    sum_tol,
+    tsum_tol,
+    log_tol,
+    st,
+    r0,
+    loss,
+    norm,
+    state,
+):
     n, n_classes = x.shape
     xf = x.reshape(-1)
     tf = t.reshape(-1)
@@ -737,19 +831,31 @@ def _dense_block(x, t, cw, cw_sum, smoothing, kind, clip_lo, clip_hi, sum_tol, t
     if kind == 0 and n_classes == 2:
         _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag)
     elif n_classes == 2:
-        _dense_two_class_probs(xf, tf, cw, is_log, clip_lo, clip_hi, log_tol, smoothing, loss,
-                               psum, tsum, flag)
+        _dense_two_class_probs(
+            xf, tf, cw, is_log, clip_lo, clip_hi, log_tol, smoothing, loss, psum, tsum, flag
+        )
     else:
         for i in range(n):
             start = np.uint64(i * n_classes)
             if kind == 0:
-                v, ts, tn = _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum,
-                                              smoothing)
+                v, ts, tn = _dense_logits_row(
+                    xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing
+                )
                 bad = 1.0 if v != v else 0.0
             else:
-                v, ps, bad, ts, tn = _dense_probs_row(xf, tf, start, n_classes, cw, weighted,
-                                                      is_log, clip_lo, clip_hi, log_tol,
-                                                      smoothing)
+                v, ps, bad, ts, tn = _dense_probs_row(
+                    xf,
+                    tf,
+                    start,
+                    n_classes,
+                    cw,
+                    weighted,
+                    is_log,
+                    clip_lo,
+                    clip_hi,
+                    log_tol,
+                    smoothing,
+                )
                 psum[i] = ps
             loss[i] = v
             tsum[i] = ts
@@ -772,12 +878,11 @@ def _dense_block(x, t, cw, cw_sum, smoothing, kind, clip_lo, clip_hi, sum_tol, t
                 # Decide why, slowly: NaN / +inf (or -inf probability), or out of range.
                 k, _, _ = _row_scan(x[i], kind != 1, np.inf if kind == 0 else log_tol)
                 if kind == 0 and k == _FAST_HIT:
-                    if _logits_row_exact(x[i], 0)[1] == _NONFINITE:
-                        k = _NONFINITE
-                    else:  # finite logits the fast pass could not handle: all -inf, underflow
-                        k = _NONFINITE if fmax_of(xf, np.uint64(i * n_classes), n_classes) == -np.inf else k
-                        if k == _FAST_HIT:
-                            loss[i] = _dense_logits_exact(x[i], t[i], cw, smoothing)
+                    # No NaN / +inf: -inf logits, or a sum that underflowed float32.
+                    if fmax_of(xf, np.uint64(i * n_classes), n_classes) == -np.inf:
+                        k = _NONFINITE  # every logit is -inf: there is no distribution
+                    else:
+                        loss[i] = _dense_logits_exact(x[i], t[i], cw, smoothing)
         if k == _FAST_HIT:
             _note_sum(st, ST_TSUM_BAD, ST_TSUM_DEV, ST_TSUM_FIRST, r0 + i, ts, tsum_tol)
             if kind != 0:
@@ -810,8 +915,23 @@ def _dense_logits_exact(row, t, cw, smoothing):
 
 
 @njit(**PARALLEL_OPTIONS)
-def xent_dense(x, t, cw, sw, smoothing, omit_nan, kind, clip_lo, clip_hi, sum_tol, tsum_tol,
-               log_tol, out, stats, block_rows):
+def xent_dense(
+    x,
+    t,
+    cw,
+    sw,
+    smoothing,
+    omit_nan,
+    kind,
+    clip_lo,
+    clip_hi,
+    sum_tol,
+    tsum_tol,
+    log_tol,
+    out,
+    stats,
+    block_rows,
+):
     """Target distributions (soft labels): ``-sum_j w_j t'_j logq_j`` per row.
 
     ``kind``: 0 logits, 1 probabilities, 2 log-probabilities.
@@ -826,7 +946,31 @@ def xent_dense(x, t, cw, sw, smoothing, omit_nan, kind, clip_lo, clip_hi, sum_to
         loss = np.empty(r1 - r0)
         norm = np.empty(r1 - r0)
         state = np.empty(r1 - r0, np.int8)
-        _dense_block(x[r0:r1], t[r0:r1], cw, cw_sum, smoothing, kind, clip_lo, clip_hi,
-                     sum_tol, tsum_tol, log_tol, stats[b], r0, loss, norm, state)
-        _finish_block(state, loss, norm, sw[r0:r1] if sw.shape[0] > 0 else sw, omit_nan,
-                      out[r0:r1] if out.shape[0] > 0 else out, stats[b], r0)
+        _dense_block(
+            x[r0:r1],
+            t[r0:r1],
+            cw,
+            cw_sum,
+            smoothing,
+            kind,
+            clip_lo,
+            clip_hi,
+            sum_tol,
+            tsum_tol,
+            log_tol,
+            stats[b],
+            r0,
+            loss,
+            norm,
+            state,
+        )
+        _finish_block(
+            state,
+            loss,
+            norm,
+            sw[r0:r1] if sw.shape[0] > 0 else sw,
+            omit_nan,
+            out[r0:r1] if out.shape[0] > 0 else out,
+            stats[b],
+            r0,
+        )

@@ -72,9 +72,7 @@ class Options:
             )
         label_smoothing = float(label_smoothing)
         if not 0.0 <= label_smoothing <= 1.0:
-            raise InvalidValueError(
-                f"label_smoothing must lie in [0, 1]; got {label_smoothing!r}."
-            )
+            raise InvalidValueError(f"label_smoothing must lie in [0, 1]; got {label_smoothing!r}.")
         if isinstance(eps, str):
             if eps != "auto":
                 raise InvalidValueError(f"eps must be 'auto' or a number in [0, 0.5); got {eps!r}.")
@@ -160,7 +158,9 @@ def as_pred(pred: Any, name: str = "pred") -> np.ndarray:
     return arr
 
 
-def as_target(target: Any, pred_shape: tuple[int, int], names: tuple[str, str] = ("pred", "target")):
+def as_target(
+    target: Any, pred_shape: tuple[int, int], names: tuple[str, str] = ("pred", "target")
+) -> tuple[str, np.ndarray]:
     """Classify ``target``: ``("labels", int64 (N,))`` or ``("dense", float (N, C))``."""
     arr = target if isinstance(target, np.ndarray) else np.asarray(target)
     pname, tname = names
@@ -189,8 +189,7 @@ def as_target(target: Any, pred_shape: tuple[int, int], names: tuple[str, str] =
         hint = " Float labels are not accepted: cast them, e.g. target.astype(np.int64)."
     raise InvalidTypeError(
         f"{tname} must be either integer class labels of shape ({n_rows},) or float target "
-        f"distributions of shape {pred_shape}; got dtype {arr.dtype} with shape {arr.shape}."
-        + hint
+        f"distributions of shape {pred_shape}; got dtype {arr.dtype} with shape {arr.shape}." + hint
     )
 
 
@@ -207,9 +206,7 @@ def as_sample_weight(sample_weight: Any, n_rows: int) -> np.ndarray:
     bad = ~(np.isfinite(sw) & (sw >= 0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InvalidValueError(
-            f"sample_weight must be finite and >= 0; row {i} has {sw[i]!r}."
-        )
+        raise InvalidValueError(f"sample_weight must be finite and >= 0; row {i} has {sw[i]!r}.")
     return sw
 
 

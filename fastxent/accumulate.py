@@ -259,8 +259,15 @@ class Accumulator:
 def _same_options(a: Options, b: Options) -> bool:
     if (a.weight is None) != (b.weight is None):
         return False
-    if a.weight is not None and not np.array_equal(a.weight, b.weight):
+    if a.weight is not None and b.weight is not None and not np.array_equal(a.weight, b.weight):
         return False
-    fields = ("pred_kind", "ignore_index", "label_smoothing", "eps", "nan_policy", "strict",
-              "check_rows")
+    fields = (
+        "pred_kind",
+        "ignore_index",
+        "label_smoothing",
+        "eps",
+        "nan_policy",
+        "strict",
+        "check_rows",
+    )
     return all(getattr(a, f) == getattr(b, f) for f in fields)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
+from naive import naive_cross_entropy
 from numba import njit
 
 import fastxent as fx
 from fastxent._fastmath import exp_f32, exp_f64, log1p_f64, log_f64
-from naive import naive_cross_entropy
 
 
 @njit
