@@ -26,6 +26,10 @@ BLOCK_ELEMENTS = int(os.environ.get("FASTXENT_BLOCK_ELEMENTS", 16384))
 #: Upper bound on rows per block (keeps in-block float64 sums short).
 MAX_BLOCK_ROWS = 4096
 
+#: Calls that touch fewer prediction entries than this run on one thread: starting the
+#: thread team costs more than it saves, and far more on a busy machine.
+SERIAL_ELEMENTS = int(os.environ.get("FASTXENT_SERIAL_ELEMENTS", 1 << 18))
+
 #: Rows of a non-C-contiguous or float16 matrix converted at a time by the wrapper (bounded
 #: memory instead of a full copy).
 CONVERT_ELEMENTS = int(os.environ.get("FASTXENT_CONVERT_ELEMENTS", 1 << 23))

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from . import _kernels as K
-from ._config import BLOCK_ELEMENTS, CONVERT_ELEMENTS, MAX_BLOCK_ROWS
+from ._config import BLOCK_ELEMENTS, CONVERT_ELEMENTS, MAX_BLOCK_ROWS, SERIAL_ELEMENTS
 from ._errors import InvalidValueError, SoftWarning
 from ._validate import Options, sum_tolerance
 
@@ -22,6 +25,7 @@ _FLOAT_SUMS = (K.ST_LOSS, K.ST_NORM, K.ST_LOSS2, K.ST_LOSSNORM, K.ST_NORM2)
 _COUNTS = (K.ST_ROWS, K.ST_IGNORED, K.ST_CORRECT, K.ST_SKIPPED, K.ST_PSUM_BAD, K.ST_TSUM_BAD)
 _FIRSTS = (K.ST_FIRST_NAN, K.ST_FIRST_RANGE, K.ST_FIRST_LABEL, K.ST_PSUM_FIRST, K.ST_TSUM_FIRST)
 _MAXES = (K.ST_PSUM_DEV, K.ST_TSUM_DEV)
+_KIND_CODES = {"logits": 0, "probs": 1, "log_probs": 2}
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,20 @@ class Partials:
 def block_rows_for(n_classes: int) -> int:
     """Rows per block: about ``BLOCK_ELEMENTS`` entries, at least 1 row."""
     return max(1, min(MAX_BLOCK_ROWS, BLOCK_ELEMENTS // n_classes))
+
+
+@contextmanager
+def _threads_for(work: int) -> Iterator[None]:
+    """One thread for small calls (results do not depend on the thread count)."""
+    if work >= SERIAL_ELEMENTS:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -89,7 +107,9 @@ def run(
     accuracy). Raises for unusable rows according to ``opts``; warns for soft problems.
     """
     n_rows, n_classes = pred.shape
-    block_rows = block_rows_for(n_classes)
+    gather_probs = target_kind == "labels" and opts.pred_kind != "logits"
+    # The gather path over probabilities reads one entry per row: size its blocks in rows.
+    block_rows = MAX_BLOCK_ROWS if gather_probs and not full_rows else block_rows_for(n_classes)
     cw = _readonly(opts.class_weight(n_classes))
     has_ignore = opts.ignore_index is not None
     ignore_index = opts.ignore_index if has_ignore else 0
@@ -100,7 +120,6 @@ def run(
     log_tol = 8.0 * float(np.finfo(pred.dtype).eps)
     smoothing = opts.label_smoothing
     kind = opts.pred_kind
-    gather_probs = target_kind == "labels" and kind != "logits"
     # A copy is needed for float16 and, except on the gather path over probabilities, for
     # layouts that are not row-contiguous: make it chunk by chunk, in bounded memory.
     needs_copy = pred.dtype == np.float16 or (not gather_probs and not pred.flags.c_contiguous)
@@ -116,64 +135,23 @@ def run(
         x = _readonly(_kernel_matrix(pred[r0:r1], contiguous=not gather_probs))
         sw = _readonly(sample_weight[r0:r1]) if sample_weight.shape[0] else sample_weight
         o = out[r0:r1] if out is not None else np.empty(0)
-        n_blocks = -(-(r1 - r0) // block_rows)
-        stats = K.new_stats(n_blocks)
-        if target_kind == "labels":
-            labels = _readonly(target[r0:r1])
-            if kind == "logits":
-                K.xent_gather_logits(
-                    x,
-                    labels,
-                    cw,
-                    sw,
-                    has_ignore,
-                    ignore_index,
-                    smoothing,
-                    omit,
-                    o,
-                    stats,
-                    block_rows,
-                )
-            else:
-                K.xent_gather_probs(
-                    x,
-                    labels,
-                    cw,
-                    sw,
-                    has_ignore,
-                    ignore_index,
-                    smoothing,
-                    omit,
-                    kind == "log_probs",
-                    clip_lo,
-                    clip_hi,
-                    full_rows,
-                    sum_tol,
-                    log_tol,
-                    o,
-                    stats,
-                    block_rows,
-                )
+        stats = K.new_stats(-(-(r1 - r0) // block_rows))
+        common = (cw, sw, *((has_ignore, ignore_index) if target_kind == "labels" else ()))
+        if target_kind == "labels" and kind == "logits":
+            kernel = K.xent_gather_logits
+            args = (x, _readonly(target[r0:r1]), *common, smoothing, omit)
+        elif target_kind == "labels":
+            kernel = K.xent_gather_probs
+            args = (x, _readonly(target[r0:r1]), *common, smoothing, omit, kind == "log_probs",
+                    clip_lo, clip_hi, full_rows, sum_tol, log_tol)  # fmt: skip
         else:
+            kernel = K.xent_dense
             t = _readonly(np.ascontiguousarray(target[r0:r1], dtype=x.dtype))
-            code = {"logits": 0, "probs": 1, "log_probs": 2}[kind]
-            K.xent_dense(
-                x,
-                t,
-                cw,
-                sw,
-                smoothing,
-                omit,
-                code,
-                clip_lo,
-                clip_hi,
-                sum_tol,
-                tsum_tol,
-                log_tol,
-                o,
-                stats,
-                block_rows,
-            )
+            args = (x, t, *common, smoothing, omit, _KIND_CODES[kind], clip_lo, clip_hi,
+                    sum_tol, tsum_tol, log_tol)  # fmt: skip
+        touched = (r1 - r0) * (1 if gather_probs and not full_rows else n_classes)
+        with _threads_for(touched):
+            kernel(*args, o, stats, block_rows)
         for col in _FIRSTS:
             hit = stats[:, col] >= 0
             stats[hit, col] += r0

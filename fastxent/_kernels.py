@@ -461,6 +461,55 @@ def _row_scan(row, is_log, log_tol):
 
 
 @njit(**_HELPER)
+def _gather_probs_pass(
+    x, labels, cw, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol, u, norm, state
+):
+    """The O(N) gather: one entry per row, ``u = -w[y] log q_y``.
+
+    Split into simple loops that vectorise: a loop holding only the loads keeps many cache
+    misses in flight (checks mixed into it cost 2-3x). The label is clamped for the load, so
+    a rejected label is never used as an index; rows are classified one by one only when a
+    check failed somewhere in the block.
+    """
+    n, n_classes = x.shape
+    rejected = 0
+    for i in range(n):
+        lab = labels[i]
+        rejected += (lab < 0) | (lab >= n_classes) | (has_ignore & (lab == ignore_index))
+    for i in range(n):
+        lab = labels[i]
+        labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
+        u[i] = np.float64(x[i, labc])
+        norm[i] = cw[labc]
+    flagged = 0.0
+    for i in range(n):
+        v = u[i]
+        # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
+        good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
+        flagged += 0.0 if good else 1.0
+        lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+        wy = norm[i]
+        loss = -wy * lq
+        u[i] = loss if wy != 0.0 else 0.0
+    if rejected == 0 and flagged == 0.0:
+        for i in range(n):
+            state[i] = _FAST_MISS  # argmax unknown without reading the row
+        return
+    for i in range(n):
+        lab = labels[i]
+        k = _label_state(lab, n_classes, has_ignore, ignore_index)
+        if k < 0:
+            v = np.float64(x[i, lab])
+            if v != v or v == np.inf or (not is_log and v == -np.inf):
+                k = _NONFINITE
+            elif (is_log and v > log_tol) or (not is_log and (v < 0.0 or v > 1.0)):
+                k = _OUT_OF_RANGE
+            else:
+                k = _FAST_MISS
+        state[i] = k
+
+
+@njit(**_HELPER)
 def _gather_probs_block(
     x,
     labels,
@@ -482,6 +531,24 @@ def _gather_probs_block(
     state,
 ):
     n, n_classes = x.shape
+    if not full_rows:
+        _gather_probs_pass(
+            x,
+            labels,
+            cw,
+            has_ignore,
+            ignore_index,
+            is_log,
+            clip_lo,
+            clip_hi,
+            log_tol,
+            u,
+            norm,
+            state,
+        )
+        if smoothing > 0.0:
+            _gather_probs_smoothing(x, labels, cw, is_log, clip_lo, clip_hi, smoothing, u, state)
+        return
     for i in range(n):
         lab = labels[i]
         u[i] = 1.0
@@ -515,15 +582,25 @@ def _gather_probs_block(
         wy = cw[lab]
         norm[i] = wy
         loss = (-wy * u[i] if wy != 0.0 else 0.0) if k != _NONFINITE else np.nan
-        if smoothing > 0.0 and k != _NONFINITE:
-            acc = 0.0
-            for j in range(n_classes):
-                w = cw[j]
-                v = np.float64(x[i, j])
-                lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
-                acc -= w * lq if w != 0.0 else 0.0
-            loss = _mix(smoothing, loss, acc, n_classes)
         u[i] = loss
+    if smoothing > 0.0:
+        _gather_probs_smoothing(x, labels, cw, is_log, clip_lo, clip_hi, smoothing, u, state)
+
+
+@njit(**_HELPER)
+def _gather_probs_smoothing(x, labels, cw, is_log, clip_lo, clip_hi, smoothing, u, state):
+    """Label smoothing reads whole rows: ``u = (1 - e) u + (e / C) sum_j w_j (-log q_j)``."""
+    n, n_classes = x.shape
+    for i in range(n):
+        if state[i] >= _NONFINITE:
+            continue
+        acc = 0.0
+        for j in range(n_classes):
+            w = cw[j]
+            v = np.float64(x[i, j])
+            lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+            acc -= w * lq if w != 0.0 else 0.0
+        u[i] = _mix(smoothing, u[i], acc, n_classes)
 
 
 @njit(**PARALLEL_OPTIONS)
