@@ -239,8 +239,10 @@ def _logits_row_exact(row, lab):
         if v > m:
             m = v
             arg = j
+    if m == -np.inf:  # every logit is -inf: the row is no distribution at all
+        return np.nan, _NONFINITE
     xy = np.float64(row[lab])
-    state = _EXACT_HIT if (arg == lab and m > -np.inf) else _EXACT_MISS
+    state = _EXACT_HIT if arg == lab else _EXACT_MISS
     if xy == -np.inf:
         return np.inf, state
     # log-sum-exp = m + log1p(sum over j != first argmax): exact even when that sum is tiny.
@@ -507,6 +509,8 @@ def _gather_probs_pass(
             else:
                 k = _FAST_MISS
         state[i] = k
+        if k == _NONFINITE:
+            u[i] = np.nan  # nan_policy="propagate" must not see a clipped, finite loss
 
 
 @njit(**_HELPER)
@@ -960,6 +964,8 @@ def _dense_block(
                         k = _NONFINITE  # every logit is -inf: there is no distribution
                     else:
                         loss[i] = _dense_logits_exact(x[i], t[i], cw, smoothing)
+        if k == _NONFINITE:
+            loss[i] = np.nan  # nan_policy="propagate" must not see a clipped, finite loss
         if k == _FAST_HIT:
             _note_sum(st, ST_TSUM_BAD, ST_TSUM_DEV, ST_TSUM_FIRST, r0 + i, ts, tsum_tol)
             if kind != 0:

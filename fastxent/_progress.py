@@ -93,8 +93,8 @@ class Progress:
         try:
             self._stream.write("\r" + padded)
             self._stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed or broken stderr must not stop the computation
+        except (OSError, ValueError, AttributeError):
+            pass  # a closed, broken or missing (None) stderr must not stop the computation
 
     def close(self) -> None:
         """Draw the final state and end the line. Idempotent."""
@@ -106,7 +106,7 @@ class Progress:
         try:
             self._stream.write("\n")
             self._stream.flush()
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):
             pass
 
     def __enter__(self) -> Progress:

@@ -38,6 +38,7 @@ import fnmatch
 import os
 import queue
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,9 @@ _IPC_SUFFIXES = frozenset({".arrow", ".arrows", ".feather", ".ipc"})
 # a whole column chunk (a full row group, ~1M rows by default) is read at once. A small buffer
 # streams pages instead, so memory stays about one batch at no measured cost in speed.
 _PARQUET_BUFFER_BYTES = 2**20
-# What pyarrow raises for unreadable data: ArrowInvalid, ArrowIOError (= OSError), ...
-_READ_ERRORS = (pa.ArrowException, OSError)
+# What pyarrow raises for unreadable data: ArrowInvalid, ArrowIOError (= OSError), ... and,
+# for a corrupt column name, UnicodeDecodeError when the name is first decoded.
+_READ_ERRORS = (pa.ArrowException, OSError, UnicodeDecodeError)
 _FORMAT_NAMES = {
     "parquet": "Parquet",
     "ipc_file": "an Arrow IPC file",
@@ -141,14 +143,19 @@ def resolve_columns(schema: pa.Schema, pattern: str) -> list[str]:
     """
     names = schema.names
     if pattern in names:
-        return [pattern]
-    # fnmatchcase: column names are case-sensitive on every platform.
-    matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        matched = [pattern]
+    else:
+        # fnmatchcase: column names are case-sensitive on every platform.
+        matched = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
     if not matched:
         raise InvalidValueError(
             f"column {pattern!r} must name a column or be a glob matching some, that is one of "
             f"{_format_names(names)}; got no match."
         )
+    counts = Counter(names)
+    for name in matched:
+        if counts[name] > 1:
+            raise _duplicate_error(name, counts[name], "the schema")
     return matched
 
 
@@ -248,25 +255,33 @@ def _open_parquet(path: str, metadata: Any = None) -> pq.ParquetFile:
 def _inspect_file(path: str, *, count_stream_rows: bool = True) -> _FileInfo:
     fmt = _sniff_format(path)
     try:
-        if fmt == "parquet":
-            with _open_parquet(path) as pf:
-                meta = pf.metadata
-                rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-                return _FileInfo(path, fmt, pf.schema_arrow, meta.num_rows, rows, meta)
-        with pa.memory_map(path) as mm:
-            if fmt == "ipc_file":
-                reader = ipc.open_file(mm)
-                # count_rows reads message metadata only, even for compressed files.
-                return _FileInfo(path, fmt, reader.schema, reader.count_rows())
-            stream = ipc.open_stream(mm)
-            if not count_stream_rows:
-                return _FileInfo(path, fmt, stream.schema, 0, ())
-            # A stream has no footer: count its batches once now (cheap on an uncompressed
-            # memory map, a full decode if compressed) so the size is known and pieces exist.
-            rows = tuple(batch.num_rows for batch in stream)
-            return _FileInfo(path, fmt, stream.schema, sum(rows), rows)
+        info = _read_file_info(path, fmt, count_stream_rows)
+        # Decode the column names now (pyarrow decodes them on access, strictly), so a corrupt
+        # name is reported as a corrupt file rather than escaping later from a column lookup.
+        info.schema.names  # noqa: B018
     except _READ_ERRORS as exc:
         raise _read_error(path, fmt, exc) from exc
+    return info
+
+
+def _read_file_info(path: str, fmt: FileFormat, count_stream_rows: bool) -> _FileInfo:
+    if fmt == "parquet":
+        with _open_parquet(path) as pf:
+            meta = pf.metadata
+            rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
+            return _FileInfo(path, fmt, pf.schema_arrow, meta.num_rows, rows, meta)
+    with pa.memory_map(path) as mm:
+        if fmt == "ipc_file":
+            reader = ipc.open_file(mm)
+            # count_rows reads message metadata only, even for compressed files.
+            return _FileInfo(path, fmt, reader.schema, reader.count_rows())
+        stream = ipc.open_stream(mm)
+        if not count_stream_rows:
+            return _FileInfo(path, fmt, stream.schema, 0, ())
+        # A stream has no footer: count its batches once now (cheap on an uncompressed
+        # memory map, a full decode if compressed) so the size is known and pieces exist.
+        rows = tuple(batch.num_rows for batch in stream)
+        return _FileInfo(path, fmt, stream.schema, sum(rows), rows)
 
 
 def _list_data_files(root: Path) -> list[str]:
@@ -359,12 +374,16 @@ def _iter_ipc(
             raise _read_error(info.path, info.format, exc) from exc
         while True:
             try:
-                batch = next(batches)
+                batch = _select(next(batches), columns)
+                # The IPC reader trusts the file's buffer lengths and offsets; a corrupt file
+                # would otherwise give views past the end of a buffer (garbage numbers or a
+                # crash). Checking them is cheap: O(1) per buffer, O(rows) for list offsets.
+                batch.validate(full=True)
             except StopIteration:
                 return
             except _READ_ERRORS as exc:
                 raise _read_error(info.path, info.format, exc) from exc
-            yield from _slices(_select(batch, columns), batch_rows)
+            yield from _slices(batch, batch_rows)
     finally:
         mm.close()
 
@@ -379,13 +398,24 @@ def _iter_file(
 
 def _check_columns_exist(schema: pa.Schema, columns: list[str], where: str) -> None:
     names = schema.names
+    counts = Counter(names)  # not `in names`: a wide layout can have 100k class columns
     for column in columns:
-        if column not in names:
+        if column not in counts:
             raise InvalidValueError(
                 f"columns must exist in {where}, that is be among {_format_names(names)}; "
                 f"got {column!r}. Check the spelling, or use a glob such as 'prob_*' for one "
                 f"column per class."
             )
+        if counts[column] > 1:
+            raise _duplicate_error(column, counts[column], where)
+
+
+def _duplicate_error(column: str, count: int, where: str) -> InvalidValueError:
+    # Arrow and Parquet allow repeated names, but a lookup by name would then be ambiguous.
+    return InvalidValueError(
+        f"column {column!r} must appear once in {where}; it appears {count} times. Rename "
+        f"the duplicates."
+    )
 
 
 class _ListLengthCheck:
@@ -567,6 +597,42 @@ class Source:
             f"Source(kind={self.kind!r}, {self._description}, "
             f"columns={len(self.schema)}, num_rows={self.num_rows})"
         )
+
+    def resolve_columns(self, pattern: str) -> list[str]:
+        """:func:`resolve_columns` over the whole source.
+
+        For a directory the pattern must match the same columns in every file: a glob such as
+        ``'prob_*'`` matching one more class column in a later file would otherwise drop that
+        class silently.
+
+        Raises
+        ------
+        InvalidValueError
+            If nothing matches, or two files give different matches (naming both files).
+
+        Examples
+        --------
+        >>> open_source(pa.table({"p_0": [0.5], "p_1": [0.5]})).resolve_columns("p_*")
+        ['p_0', 'p_1']
+        """
+        cols = resolve_columns(self.schema, pattern)
+        if pattern in self.schema.names:
+            return cols  # an exact name: check_columns() finds it missing from a later file
+        for info in self._files[1:]:
+            names = info.schema.names
+            other = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+            if sorted(other) != sorted(cols):
+                got = (
+                    f"has {_format_names(other)}"
+                    if other
+                    else f"has none, its columns are {_format_names(names)}"
+                )
+                raise InvalidValueError(
+                    f"column {pattern!r} must match the same columns in every file, that is "
+                    f"{_format_names(cols)} as in {self._files[0].path}; {info.path} {got}. "
+                    f"All files of a dataset must have the same number of classes."
+                )
+        return cols
 
     def check_columns(self, columns: Sequence[str]) -> list[str]:
         """Check that every column exists and, for a directory, agrees across files.
@@ -845,6 +911,11 @@ def _open_path(path: Path) -> Source:
         infos = [_inspect_file(f) for f in files]
         return Source(
             "directory", infos[0].schema, files=infos, description=f"{path}, {len(infos)} files"
+        )
+    if not path.is_file():
+        # Opening a FIFO would block until a writer appears; a device is not a file format.
+        raise SourceError(
+            f"{path} must be a regular file or a directory; it is a FIFO, socket or device."
         )
     info = _inspect_file(os.path.abspath(path))
     return Source(info.format, info.schema, files=[info], description=str(path))

@@ -10,6 +10,7 @@ exits with 130. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -123,6 +124,7 @@ examples:
   fastxent score wide.parquet --pred 'prob_*' --label y --weight w --class-weight 1,2,1
   fastxent score distill.arrow --pred logits --pred-kind logits --target teacher
   fastxent score preds/ --pred probs --label y --per-row losses.parquet --keep id
+  fastxent score preds/ --pred probs --label y --dask local:4 --per-row losses/
 """
 
 _DEMO_DESCRIPTION = """\
@@ -239,6 +241,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --per-row file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="score on a Dask cluster: a scheduler address (tcp://host:8786), or local[:N] to "
+        "start N worker processes here (default 2); --per-row is then a directory of part "
+        'files. Needs pip install "fastxent[dask]"',
+    )
+    p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -318,8 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_score(args: argparse.Namespace, out: TextIO) -> int:
     from .scoring import score
 
+    run: Any = score
+    if args.dask is not None:
+        from .dask import score as dask_score
+
+        run = functools.partial(dask_score, client=args.dask)
     show_progress = args.progress if args.progress is not None else _is_tty(sys.stderr)
-    result = score(
+    result = run(
         args.source,
         pred=args.pred,
         label=args.label,
@@ -459,6 +473,17 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _say(text: str, stream: TextIO | None) -> None:
+    """Print a line on stderr; a closed stderr (``2>&-``) must not change the exit status."""
+    stream = stream if stream is not None else sys.stderr
+    if stream is None:
+        return  # no stderr at all (pythonw, or fd 2 closed at startup): never fall back to stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
 def _show_warning(
     message: Warning | str,
     category: type[Warning],
@@ -494,13 +519,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
     except UsageError as exc:
-        print(f"fastxent: error: {_one_line(exc)}", file=err)
+        _say(f"fastxent: error: {_one_line(exc)}", err)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("fastxent: interrupted", file=err)
+        _say("fastxent: interrupted", err)
         return EXIT_INTERRUPTED
     except USER_ERRORS as exc:
-        print(f"fastxent: error: {_one_line(exc)}", file=err)
+        _say(f"fastxent: error: {_one_line(exc)}", err)
         return EXIT_USER_ERROR
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python's exit-time

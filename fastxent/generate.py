@@ -16,7 +16,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fastxent._errors import InvalidTypeError, InvalidValueError, SourceError
+from fastxent.scoring import _create_temp
 
 __all__ = ["OutputExistsError", "generate"]
 
@@ -158,6 +158,13 @@ def generate(
     directory = out.parent
     if not directory.is_dir():
         raise SourceError(f"output directory {str(directory)!r} does not exist.")
+    if out.exists() and not out.is_file():
+        # Publishing renames over the path: that would replace a directory's entry for a
+        # device or FIFO (or fail on a directory) after all the work.
+        raise SourceError(
+            f"path must be a regular file path; {str(out)!r} is a directory, FIFO, socket or "
+            f"device."
+        )
     if out.exists() and not overwrite:
         raise OutputExistsError(
             f"output file {str(out)!r} already exists. Pass overwrite=True to replace it."
@@ -181,9 +188,8 @@ def generate(
     }
     schema = _schema(classes, np_dtype, soft=bool(soft), metadata=params)
 
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    # Not tempfile.mkstemp: its 0600 would be what the renamed output file keeps.
+    tmp = _create_temp(out)
     try:
         groups = _groups(
             rows=rows,

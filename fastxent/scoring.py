@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,12 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._errors import InvalidTypeError, InvalidValueError, SoftWarning, SourceError
+from ._errors import (
+    FastxentError,
+    InvalidTypeError,
+    InvalidValueError,
+    SoftWarning,
+    SourceError,
+)
 from .accumulate import Accumulator, Score
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ._progress import Progress
     from .arrow import Source
 
 # OutputExistsError is also available here, lazily (see __getattr__).
@@ -186,31 +195,15 @@ def score(
     """
     from . import arrow
 
-    pred = _column_arg("pred", pred)
-    if (label is None) == (target is None):
-        raise InvalidValueError(
-            "score needs exactly one of label (integer class labels) and target (target "
-            f"distributions); got {'both' if label is not None else 'neither'}."
-        )
-    label = None if label is None else _column_arg("label", label)
-    target = None if target is None else _column_arg("target", target)
-    weight = None if weight is None else _column_arg("weight", weight)
-    if isinstance(keep, str):
-        keep = (keep,)
-    keep = tuple(_column_arg("keep", k) for k in keep)
-    if keep and per_row is None:
-        raise InvalidValueError(
-            f"keep names columns to copy into the per_row file, so it needs per_row; got "
-            f"keep={list(keep)} without per_row."
-        )
-    if batch_rows is not None and (
-        isinstance(batch_rows, bool)
-        or not isinstance(batch_rows, (int, np.integer))
-        or batch_rows < 1
-    ):
-        raise InvalidValueError(
-            f"batch_rows must be a positive integer or None; got {batch_rows!r}."
-        )
+    pred, label, target, weight, keep = _check_args(
+        pred=pred,
+        label=label,
+        target=target,
+        weight=weight,
+        keep=keep,
+        per_row=per_row,
+        batch_rows=batch_rows,
+    )
     # Options are checked before any file is touched.
     acc = Accumulator(
         pred_kind=pred_kind,
@@ -226,6 +219,8 @@ def score(
     owned = not isinstance(source, arrow.Source)
     src = arrow.open_source(source)
     try:
+        if out_path is not None:
+            _check_not_an_input(out_path, source, src)
         plan = _plan(src, pred=pred, label=label, target=target, weight=weight, keep=keep)
         rows_per_batch = batch_rows if batch_rows is not None else _default_batch_rows(src, plan)
         writer = None
@@ -260,6 +255,45 @@ def score(
 # --------------------------------------------------------------------------------------------
 # Planning: which columns, which layout, how many rows per batch
 # --------------------------------------------------------------------------------------------
+
+
+def _check_args(
+    *,
+    pred: Any,
+    label: Any,
+    target: Any,
+    weight: Any,
+    keep: Any,
+    per_row: Any,
+    batch_rows: Any,
+) -> tuple[str, str | None, str | None, str | None, tuple[str, ...]]:
+    """Check the column arguments and ``batch_rows``; return the column arguments."""
+    pred = _column_arg("pred", pred)
+    if (label is None) == (target is None):
+        raise InvalidValueError(
+            "score needs exactly one of label (integer class labels) and target (target "
+            f"distributions); got {'both' if label is not None else 'neither'}."
+        )
+    label = None if label is None else _column_arg("label", label)
+    target = None if target is None else _column_arg("target", target)
+    weight = None if weight is None else _column_arg("weight", weight)
+    if isinstance(keep, str):
+        keep = (keep,)
+    keep = tuple(_column_arg("keep", k) for k in keep)
+    if keep and per_row is None:
+        raise InvalidValueError(
+            f"keep names columns to copy into the per_row file, so it needs per_row; got "
+            f"keep={list(keep)} without per_row."
+        )
+    if batch_rows is not None and (
+        isinstance(batch_rows, bool)
+        or not isinstance(batch_rows, (int, np.integer))
+        or batch_rows < 1
+    ):
+        raise InvalidValueError(
+            f"batch_rows must be a positive integer or None; got {batch_rows!r}."
+        )
+    return pred, label, target, weight, keep
 
 
 @dataclass(frozen=True)
@@ -312,10 +346,9 @@ def _plan(
     weight: str | None,
     keep: tuple[str, ...],
 ) -> _Plan:
-    from .arrow import resolve_columns
-
     schema = src.schema
-    pred_cols = resolve_columns(schema, pred)
+    # src.resolve_columns: a glob must match the same columns in every file of a directory.
+    pred_cols = src.resolve_columns(pred)
     pred_wide = _is_glob(schema, pred)
     if label is not None:
         target_cols, target_kind, target_wide = (
@@ -326,7 +359,7 @@ def _plan(
         target_name = target_cols[0]
     else:
         assert target is not None
-        target_cols, target_kind = resolve_columns(schema, target), "dense"
+        target_cols, target_kind = src.resolve_columns(target), "dense"
         target_wide = _is_glob(schema, target)
         target_name = target if target_wide else target_cols[0]
         if target_wide and pred_wide and len(target_cols) != len(pred_cols):
@@ -337,7 +370,7 @@ def _plan(
     weight_col = None if weight is None else _one_column(schema, "weight", weight)
     keep_cols: list[str] = []
     for pattern in keep:
-        keep_cols.extend(resolve_columns(schema, pattern))
+        keep_cols.extend(src.resolve_columns(pattern))
     keep_cols = list(dict.fromkeys(keep_cols))
     clash = [c for c in keep_cols if c in ("row", "loss")]
     if clash:
@@ -357,6 +390,18 @@ def _plan(
         keep=keep_cols,
     )
     src.check_columns(plan.columns)  # a directory's files must agree on every column
+    n_classes, _ = _matrix_row(schema, plan.pred, plan.pred_wide)
+    if n_classes is not None and n_classes < 2:
+        # Known from the schema: say so now, in the source's terms, not a batch's shape.
+        got = (
+            f"{pred!r} matches {n_classes} column: {plan.pred}"
+            if plan.pred_wide
+            else f"column {pred!r} is {schema.field(plan.pred[0]).type}"
+        )
+        raise InvalidValueError(
+            f"pred must have at least 2 classes; {got}. A single column of binary "
+            f"probabilities must be expanded to [1 - p, p]."
+        )
     return plan
 
 
@@ -398,7 +443,7 @@ def _default_batch_rows(src: Source, plan: _Plan) -> int | None:
     """About 64 MiB of decoded predictions (and targets) per batch.
 
     Returns None for an Arrow stream whose list width is unknown until its first batch
-    arrives; :func:`_produce` then sizes batches from that batch.
+    arrives; :func:`_convert` then sizes batches from that batch.
     """
     from .arrow import default_batch_rows
 
@@ -451,36 +496,57 @@ def _matrix(
     )
 
 
-def _produce(src: Source, plan: _Plan, batch_rows: int | None, with_keep: bool) -> Iterator[_Batch]:
-    """Decode and convert batches; runs in the prefetch thread, so it overlaps the kernel."""
+def _convert(
+    batches: Iterable[pa.RecordBatch],
+    plan: _Plan,
+    batch_rows: int | None,
+    with_keep: bool,
+    *,
+    row_offset: int = 0,
+    n_classes: int | None = None,
+) -> Iterator[_Batch]:
+    """Slice Arrow batches to ``batch_rows`` and convert them to NumPy.
+
+    Runs in the prefetch thread, so it overlaps the kernel. ``row_offset`` is the global row
+    number of the first row (error messages and the per-row file count from it); ``n_classes``,
+    if known, is the width every row must have.
+    """
     from .arrow import vector_from_column
 
-    row = 0
-    n_classes: int | None = None
-    for big in src.iter_batches(plan.columns, batch_rows or _NATIVE_BATCH_ROWS):
-        if batch_rows is None:
-            # An Arrow stream of variable-size lists: size the slices from its first row.
-            first = _matrix(big.slice(0, 1), plan.pred, plan.pred_wide, row, None)
-            batch_rows = _rows_for(first.shape[1], first.dtype.itemsize, plan)
-        step = batch_rows
-        for start in range(0, big.num_rows, step):
-            batch = big.slice(start, step) if big.num_rows > step else big
-            pred = _matrix(batch, plan.pred, plan.pred_wide, row, n_classes)
-            n_classes = pred.shape[1]
-            if plan.target_kind == "labels":
-                target = vector_from_column(
-                    batch.column(plan.target[0]), name=plan.target[0], row_offset=row, kind="label"
-                )
-            else:
-                target = _matrix(batch, plan.target, plan.target_wide, row, n_classes)
-            sw = None
-            if plan.weight is not None:
-                sw = vector_from_column(
-                    batch.column(plan.weight), name=plan.weight, row_offset=row, kind="weight"
-                )
-            kept = batch.select(plan.keep) if with_keep and plan.keep else None
-            yield _Batch(row, pred, target, sw, kept)
-            row += batch.num_rows
+    row = row_offset
+    try:
+        for big in batches:
+            if batch_rows is None:
+                # An Arrow stream of variable-size lists: size the slices from its first row.
+                first = _matrix(big.slice(0, 1), plan.pred, plan.pred_wide, row, None)
+                batch_rows = _rows_for(first.shape[1], first.dtype.itemsize, plan)
+            step = batch_rows
+            for start in range(0, big.num_rows, step):
+                batch = big.slice(start, step) if big.num_rows > step else big
+                pred = _matrix(batch, plan.pred, plan.pred_wide, row, n_classes)
+                n_classes = pred.shape[1]
+                if plan.target_kind == "labels":
+                    target = vector_from_column(
+                        batch.column(plan.target[0]),
+                        name=plan.target[0],
+                        row_offset=row,
+                        kind="label",
+                    )
+                else:
+                    target = _matrix(batch, plan.target, plan.target_wide, row, n_classes)
+                sw = None
+                if plan.weight is not None:
+                    sw = vector_from_column(
+                        batch.column(plan.weight), name=plan.weight, row_offset=row, kind="weight"
+                    )
+                kept = batch.select(plan.keep) if with_keep and plan.keep else None
+                yield _Batch(row, pred, target, sw, kept)
+                row += batch.num_rows
+    finally:
+        # Release the file readers now, in this (the prefetch) thread.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _rows_for(n_classes: int, itemsize: int, plan: _Plan) -> int:
@@ -502,43 +568,112 @@ def _run(
     progress: bool,
 ) -> None:
     from ._progress import Progress
-    from .arrow import prefetch
 
-    names = (plan.pred_name, plan.target_name)
     bar = Progress(src.num_rows) if progress else None
-    soft: list[str] = []
     try:
-        with prefetch(_produce(src, plan, batch_rows, writer is not None)) as batches:
-            for b in batches:
-                with warnings.catch_warnings(record=True) as caught:
-                    # Collected, so a problem spread over many batches warns once, not per batch.
-                    warnings.simplefilter("always", SoftWarning)
-                    rows = acc.update(
-                        b.pred,
-                        b.target,
-                        b.sample_weight,
-                        return_rows=writer is not None,
-                        row_offset=b.row,
-                        names=names,
-                    )
-                for w in caught:
-                    if issubclass(w.category, SoftWarning):
-                        soft.append(str(w.message))
-                    else:
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-                if writer is not None:
-                    assert rows is not None
-                    writer.write(b.row, rows, b.keep)
-                if bar is not None:
-                    bar.update(b.pred.shape[0], b.pred.nbytes)
+        batches = src.iter_batches(plan.columns, batch_rows or _NATIVE_BATCH_ROWS)
+        soft = _score_batches(batches, plan, acc, batch_rows=batch_rows, writer=writer, bar=bar)
     finally:
         if bar is not None:
             bar.close()
-    if soft:
-        more = ""
-        if len(soft) > 1:
-            more = f" Batches further on had such rows too ({len(soft) - 1} more)."
-        warnings.warn(soft[0] + more, SoftWarning, stacklevel=3)  # the caller of score()
+    for message in _soft_totals(soft):
+        # stacklevel 3: the caller of score().
+        warnings.warn(message, SoftWarning, stacklevel=3)
+
+
+def _score_batches(
+    batches: Iterable[pa.RecordBatch],
+    plan: _Plan,
+    acc: Accumulator,
+    *,
+    batch_rows: int | None,
+    row_offset: int = 0,
+    n_classes: int | None = None,
+    writer: _RowWriter | None = None,
+    bar: Progress | None = None,
+    kernel_lock: AbstractContextManager[Any] | None = None,
+) -> list[str]:
+    """Score a stream of Arrow batches into ``acc``: the loop shared by every way of scoring.
+
+    Each batch is sliced to ``batch_rows``, converted to NumPy in a prefetch thread (so
+    decoding overlaps the kernel) and added with :meth:`Accumulator.update`, numbered from
+    ``row_offset``, the global row number of the first row: errors name rows of the whole
+    source and the per-row ``writer`` gets global row numbers. ``kernel_lock``, if given, is
+    held around each update (tasks sharing a process take turns in the kernels).
+
+    Returns the messages of the :class:`SoftWarning` s raised, in row order, so the caller can
+    warn once for the whole stream (see :func:`_soft_summary`).
+    """
+    from .arrow import prefetch
+
+    names = (plan.pred_name, plan.target_name)
+    lock = kernel_lock if kernel_lock is not None else nullcontext()
+    soft: list[str] = []
+    converted = _convert(
+        batches, plan, batch_rows, writer is not None, row_offset=row_offset, n_classes=n_classes
+    )
+    with prefetch(converted) as items:
+        for b in items:
+            with lock, warnings.catch_warnings(record=True) as caught:
+                # Collected, so a problem spread over many batches warns once, not per batch.
+                warnings.simplefilter("always", SoftWarning)
+                rows = acc.update(
+                    b.pred,
+                    b.target,
+                    b.sample_weight,
+                    return_rows=writer is not None,
+                    row_offset=b.row,
+                    names=names,
+                )
+            for w in caught:
+                if issubclass(w.category, SoftWarning):
+                    soft.append(str(w.message))
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if writer is not None:
+                assert rows is not None
+                writer.write(b.row, rows, b.keep)
+            if bar is not None:
+                bar.update(b.pred.shape[0], b.pred.nbytes)
+    return soft
+
+
+# The engine's soft-problem message (see fastxent._engine): "<what> must sum to 1 (within
+# <tol>); <n> rows do not, the first is row <i>, the worst is off by <dev>. <fix>"
+_SOFT_MESSAGE = re.compile(
+    r"(?P<head>.*?); (?P<n>\d+) rows do not, the first is row (?P<first>\d+), the worst is "
+    r"off by (?P<dev>[^ ]+?)\.(?P<tail>(?: .*)?)",
+    re.DOTALL,
+)
+
+
+def _soft_totals(messages: list[str]) -> list[str]:
+    """One warning per kind of soft problem for the whole stream, from the per-batch ones.
+
+    Each batch's warning counts its own rows; the user needs the totals: how many rows in the
+    whole source, the first one, and the worst deviation anywhere.
+    """
+    totals: dict[str, list[Any]] = {}  # head -> [n rows, first row, worst, tail]
+    for message in messages:
+        m = _SOFT_MESSAGE.fullmatch(message)
+        if m is None:  # not the engine's wording: keep the old, per-batch summary
+            return [_soft_summary(messages[0], len(messages))]
+        n, first, dev = int(m["n"]), int(m["first"]), float(m["dev"])
+        total = totals.setdefault(m["head"], [0, first, dev, m["tail"]])
+        total[0] += n
+        total[1] = min(total[1], first)
+        total[2] = max(total[2], dev)
+    return [
+        f"{head}; {n} rows do not, the first is row {first}, the worst is off by {dev:.3g}.{tail}"
+        for head, (n, first, dev, tail) in totals.items()
+    ]
+
+
+def _soft_summary(first: str, count: int) -> str:
+    """One warning for ``count`` batches with soft problems, the first of which said ``first``."""
+    if count > 1:
+        return f"{first} Batches further on had such rows too ({count - 1} more)."
+    return first
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,9 +698,35 @@ def _check_output(per_row: Any, *, overwrite: bool) -> Path:
         raise SourceError(f"output directory {str(path.parent)!r} does not exist.")
     if path.is_dir():
         raise SourceError(f"per_row must be a file path; {str(path)!r} is a directory.")
+    if path.exists() and not path.is_file():
+        # Publishing renames over the path: that would replace a device or FIFO with a file.
+        raise SourceError(
+            f"per_row must be a regular file path; {str(path)!r} is a FIFO, socket or device."
+        )
     if path.exists() and not overwrite:
         raise _exists_error(path)
     return path
+
+
+def _check_not_an_input(path: Path, source: Any, src: Source) -> None:
+    """The per-row file must not replace an input file, nor land among a directory's data
+    files (it would be read as data by the next run)."""
+    out = Path(os.path.realpath(path))
+    if out in {Path(os.path.realpath(p)) for p in src.paths}:
+        raise InvalidValueError(
+            f"per_row must not be an input file; got {str(path)!r}, which is part of the "
+            f"source. Write the per-row losses to another path."
+        )
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(os.path.realpath(os.fspath(source)))
+        if root.is_dir() and root in out.parents:
+            # The directory listing skips names starting with "_" or ".": those are safe.
+            if not any(part.startswith(("_", ".")) for part in out.relative_to(root).parts):
+                raise InvalidValueError(
+                    f"per_row must not be inside the source directory {str(source)!r}, where "
+                    f"the next run would read it as data; got {str(path)!r}. Write it "
+                    f"elsewhere, or give it a name starting with '_'."
+                )
 
 
 def _create_temp(path: Path) -> Path:
@@ -583,6 +744,23 @@ def _create_temp(path: Path) -> Path:
         os.close(fd)
         return tmp
     raise FileExistsError(f"cannot create a temporary file beside {str(path)!r}.")
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Report a failure to write the per-row file (disk full, no permission) as a
+    :class:`SourceError` naming the file: an environment problem, not a bug."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except FastxentError:
+        raise
+    except (OSError, pa.ArrowException) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SourceError(
+            f"cannot write the per-row file {str(path)!r}: {' '.join(reason.split())}"
+        ) from exc
 
 
 class _RowWriter:
@@ -612,9 +790,11 @@ class _RowWriter:
         self._pending_rows = 0
         self._pending_bytes = 0
         self.rows_written = 0
-        self._tmp = _create_temp(path)
+        with _writing(path):
+            self._tmp = _create_temp(path)
         try:
-            self._writer: Any = pq.ParquetWriter(self._tmp, self.schema)
+            with _writing(path):
+                self._writer: Any = pq.ParquetWriter(self._tmp, self.schema)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
@@ -640,11 +820,18 @@ class _RowWriter:
             return
         table = pa.concat_tables(self._pending)
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
-        self._writer.write_table(table, row_group_size=min(table.num_rows, PER_ROW_GROUP_ROWS))
+        with _writing(self.path):
+            self._writer.write_table(
+                table, row_group_size=min(table.num_rows, PER_ROW_GROUP_ROWS)
+            )
         self.rows_written += table.num_rows
 
     def commit(self, *, overwrite: bool) -> None:
         """Finish the file and move it into place; never clobber a file without ``overwrite``."""
+        with _writing(self.path):
+            self._publish(overwrite)
+
+    def _publish(self, overwrite: bool) -> None:
         self._flush()
         self._writer.close()
         if overwrite:
