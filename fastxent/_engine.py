@@ -100,11 +100,14 @@ def run(
     full_rows: bool = False,
     row_offset: int = 0,
     names: tuple[str, str] = ("pred", "target"),
+    warn: bool = True,
 ) -> Partials:
     """Score validated arrays; fill ``out`` (per-row losses) when given.
 
     ``full_rows`` makes the gather path over probabilities read every entry (row checks,
-    accuracy). Raises for unusable rows according to ``opts``; warns for soft problems.
+    accuracy). Raises for unusable rows according to ``opts``, and for soft problems (rows
+    that do not sum to 1) with ``opts.strict``; otherwise warns for them if ``warn``. The
+    returned partials number rows from ``row_offset`` (their first-row markers are global).
     """
     n_rows, n_classes = pred.shape
     gather_probs = target_kind == "labels" and opts.pred_kind != "logits"
@@ -158,7 +161,47 @@ def run(
         results.append(stats)
     partials = Partials.reduce(np.concatenate(results) if len(results) > 1 else results[0])
     _raise_problems(partials, pred, target_kind, target, opts, row_offset, names)
+    values = partials.values.copy()
+    for col in _FIRSTS:
+        if values[col] >= 0:
+            values[col] += row_offset
+    partials = Partials(values)
+    messages = soft_messages(partials, names, tolerances(pred.dtype, target_kind, target.dtype))
+    if messages and opts.strict:
+        raise InvalidValueError(messages[0] + " Normalise the rows, or drop strict=True.")
+    if warn:
+        for message in messages:
+            warnings.warn(message + _SOFT_FIX, SoftWarning, stacklevel=4)
     return partials
+
+
+_SOFT_FIX = " Pass strict=True to make this an error."
+
+
+def tolerances(
+    pred_dtype: np.dtype, target_kind: str, target_dtype: np.dtype
+) -> tuple[float, float]:
+    """How far rows of predictions and of target distributions may sum away from 1."""
+    tol = sum_tolerance(pred_dtype)
+    return tol, max(tol, sum_tolerance(target_dtype)) if target_kind == "dense" else tol
+
+
+def soft_messages(p: Partials, names: tuple[str, str], tols: tuple[float, float]) -> list[str]:
+    """The soft problems recorded in ``p`` (rows that do not sum to 1), one message per kind:
+    how many rows, the first (global) row and the worst deviation."""
+    pname, tname = names
+    messages = []
+    for col_bad, col_dev, col_first, what, within in (
+        (K.ST_PSUM_BAD, K.ST_PSUM_DEV, K.ST_PSUM_FIRST, f"{pname} probability rows", tols[0]),
+        (K.ST_TSUM_BAD, K.ST_TSUM_DEV, K.ST_TSUM_FIRST, f"{tname} distributions", tols[1]),
+    ):
+        n_bad = int(p[col_bad])
+        if n_bad:
+            messages.append(
+                f"{what} must sum to 1 (within {within:.2g}); {n_bad} rows do not, the first "
+                f"is row {int(p[col_first])}, the worst is off by {p[col_dev]:.3g}."
+            )
+    return messages
 
 
 def _first_bad_entry(row: np.ndarray, bad: np.ndarray) -> tuple[int, float]:
@@ -226,21 +269,3 @@ def _raise_problems(p: Partials, pred, target_kind, target, opts: Options, row_o
             "Fix the data, or pass nan_policy='omit' to skip such rows "
             "(nan_policy='propagate' returns NaN)."
         )
-    tol = sum_tolerance(pred.dtype)
-    ttol = max(tol, sum_tolerance(target.dtype)) if target_kind == "dense" else tol
-    for col_bad, col_dev, col_first, what, within in (
-        (K.ST_PSUM_BAD, K.ST_PSUM_DEV, K.ST_PSUM_FIRST, f"{pname} probability rows", tol),
-        (K.ST_TSUM_BAD, K.ST_TSUM_DEV, K.ST_TSUM_FIRST, f"{tname} distributions", ttol),
-    ):
-        n_bad = int(p[col_bad])
-        if n_bad:
-            msg = (
-                f"{what} must sum to 1 (within {within:.2g}); {n_bad} rows "
-                f"do not, the first is row {row_offset + int(p[col_first])}, the worst is "
-                f"off by {p[col_dev]:.3g}."
-            )
-            if opts.strict:
-                raise InvalidValueError(msg + " Normalise the rows, or drop strict=True.")
-            warnings.warn(
-                msg + " Pass strict=True to make this an error.", SoftWarning, stacklevel=4
-            )

@@ -115,7 +115,12 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
         correct += 1.0 if ((k == _FAST_HIT) | (k == _EXACT_HIT)) else 0.0
         ignored += 1.0 if k == _IGNORED else 0.0
         flagged += 1.0 if ((k >= _NONFINITE) & (k != _IGNORED)) else 0.0
-        if want_out:
+    if want_out:  # a loop of its own: the sums above keep the same order (and bits) either way
+        for i in range(state.shape[0]):
+            k = state[i]
+            scored = (k <= _EXACT_MISS) | ((k == _NONFINITE) & (not omit_nan))
+            s = sw[i] if has_sw else 1.0
+            a = s * loss[i] if (scored & (s != 0.0)) else 0.0
             out[i] = a if scored else (0.0 if k == _IGNORED else np.nan)
     st[ST_LOSS] += loss_sum
     st[ST_NORM] += norm_sum

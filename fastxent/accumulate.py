@@ -117,6 +117,8 @@ class Accumulator:
         )
         self._parts: list[np.ndarray] = []
         self._rows = 0
+        self._names = ("pred", "target")  # what messages call the data
+        self._tols = (0.0, 0.0)  # sum-to-1 tolerances of predictions and targets
         self._n_classes: int | None = None
         self._target_kind: str | None = None
 
@@ -134,14 +136,17 @@ class Accumulator:
         return_rows: bool = False,
         row_offset: int | None = None,
         names: tuple[str, str] = ("pred", "target"),
+        warn: bool = True,
     ) -> np.ndarray | None:
         """Add a batch. With ``return_rows`` also return its per-row losses (float64).
 
         ``row_offset`` is the input row number of the batch's first row, used in error
         messages; by default, the number of rows seen before. ``names`` are what the
-        prediction and target are called in messages (column names when streaming).
+        prediction and target are called in messages (column names when streaming). With
+        ``warn=False`` rows that do not sum to 1 are only recorded, to be reported once for
+        the whole stream by :meth:`soft_problems`.
         """
-        from ._engine import run
+        from ._engine import run, tolerances
 
         pred_arr = as_pred(pred, names[0])
         kind, target_arr = as_target(target, pred_arr.shape, names)
@@ -176,7 +181,10 @@ class Accumulator:
             full_rows=bool(self.options.check_rows),
             row_offset=self._offset(row_offset),
             names=names,
+            warn=warn,
         )
+        self._names = names
+        self._tols = tolerances(pred_arr.dtype, kind, target_arr.dtype)
         self._parts.append(partials.values)
         self._rows += pred_arr.shape[0]
         return out
@@ -202,8 +210,19 @@ class Accumulator:
                     f"{self._n_classes} classes ({self._target_kind}) and {other._n_classes} "
                     f"classes ({other._target_kind})."
                 )
+        if not self._parts:
+            self._names, self._tols = other._names, other._tols
         self._parts.extend(other._parts)
         self._rows += other._rows
+
+    def soft_problems(self) -> list[str]:
+        """Rows that do not sum to 1, over everything added: one message per kind (predictions,
+        targets) with how many rows, the first row and the worst deviation; [] if none."""
+        from ._engine import Partials, soft_messages
+
+        if not self._parts:
+            return []
+        return soft_messages(Partials.reduce(np.array(self._parts)), self._names, self._tols)
 
     def result(self) -> Score:
         """The :class:`Score` of everything added so far."""

@@ -317,10 +317,9 @@ nan_policy, strict, keep, overwrite, progress
             if parts is not None:
                 parts.abort()
             raise
-    if total.soft_first is not None:
-        # stacklevel 2: the caller of score(), as fastxent.score does.
-        message = scoring._soft_summary(total.soft_first, total.n_soft)
-        warnings.warn(message, SoftWarning, stacklevel=2)
+    for message in total.acc.soft_problems():
+        # Once, with the totals over every piece; stacklevel 2: the caller of score().
+        warnings.warn(message + scoring._SOFT_FIX, SoftWarning, stacklevel=2)
     return result
 
 
@@ -348,9 +347,6 @@ class _Partial:
 
     acc: Accumulator
     rows_written: int
-    soft_row: int  # first row of the first piece with soft problems (-1: none)
-    soft_first: str | None  # its first soft-problem message
-    n_soft: int  # batches with soft problems
 
 
 def _pass_job(job: _Job) -> _Job:
@@ -368,7 +364,7 @@ def _score_piece(piece: Piece, job: _Job) -> _Partial:
         path = Path(job.part_dir) / _part_name(piece)
         writer = scoring._RowWriter(path, job.keep_schema, job.plan.keep, job.metadata)
     try:
-        soft = scoring._score_batches(
+        scoring._score_batches(
             iter_piece(piece, job.plan.columns, job.batch_rows),
             job.plan,
             acc,
@@ -392,13 +388,7 @@ def _score_piece(piece: Piece, job: _Job) -> _Partial:
         if writer is not None:
             writer.abort()
         raise
-    return _Partial(
-        acc=acc,
-        rows_written=0 if writer is None else writer.rows_written,
-        soft_row=piece.row_offset if soft else -1,
-        soft_first=soft[0] if soft else None,
-        n_soft=len(soft),
-    )
+    return _Partial(acc=acc, rows_written=0 if writer is None else writer.rows_written)
 
 
 def _merge_partials(*partials: _Partial) -> _Partial:
@@ -406,15 +396,7 @@ def _merge_partials(*partials: _Partial) -> _Partial:
     acc = copy.deepcopy(partials[0].acc)
     for p in partials[1:]:
         acc.merge(p.acc)
-    soft = [p for p in partials if p.soft_first is not None]
-    first = min(soft, key=lambda p: p.soft_row) if soft else None
-    return _Partial(
-        acc=acc,
-        rows_written=sum(p.rows_written for p in partials),
-        soft_row=-1 if first is None else first.soft_row,
-        soft_first=None if first is None else first.soft_first,
-        n_soft=sum(p.n_soft for p in partials),
-    )
+    return _Partial(acc=acc, rows_written=sum(p.rows_written for p in partials))
 
 
 def _part_name(piece: Piece) -> str:

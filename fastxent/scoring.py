@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -572,13 +571,13 @@ def _run(
     bar = Progress(src.num_rows) if progress else None
     try:
         batches = src.iter_batches(plan.columns, batch_rows or _NATIVE_BATCH_ROWS)
-        soft = _score_batches(batches, plan, acc, batch_rows=batch_rows, writer=writer, bar=bar)
+        _score_batches(batches, plan, acc, batch_rows=batch_rows, writer=writer, bar=bar)
     finally:
         if bar is not None:
             bar.close()
-    for message in _soft_totals(soft):
-        # stacklevel 3: the caller of score().
-        warnings.warn(message, SoftWarning, stacklevel=3)
+    for message in acc.soft_problems():
+        # Once for the whole stream; stacklevel 3: the caller of score().
+        warnings.warn(message + _SOFT_FIX, SoftWarning, stacklevel=3)
 
 
 def _score_batches(
@@ -592,31 +591,27 @@ def _score_batches(
     writer: _RowWriter | None = None,
     bar: Progress | None = None,
     kernel_lock: AbstractContextManager[Any] | None = None,
-) -> list[str]:
+) -> None:
     """Score a stream of Arrow batches into ``acc``: the loop shared by every way of scoring.
 
     Each batch is sliced to ``batch_rows``, converted to NumPy in a prefetch thread (so
     decoding overlaps the kernel) and added with :meth:`Accumulator.update`, numbered from
     ``row_offset``, the global row number of the first row: errors name rows of the whole
     source and the per-row ``writer`` gets global row numbers. ``kernel_lock``, if given, is
-    held around each update (tasks sharing a process take turns in the kernels).
-
-    Returns the messages of the :class:`SoftWarning` s raised, in row order, so the caller can
-    warn once for the whole stream (see :func:`_soft_summary`).
+    held around each update (tasks sharing a process take turns in the kernels). Rows that do
+    not sum to 1 are only recorded in ``acc``: the caller warns once, with the totals
+    (:meth:`Accumulator.soft_problems`).
     """
     from .arrow import prefetch
 
     names = (plan.pred_name, plan.target_name)
     lock = kernel_lock if kernel_lock is not None else nullcontext()
-    soft: list[str] = []
     converted = _convert(
         batches, plan, batch_rows, writer is not None, row_offset=row_offset, n_classes=n_classes
     )
     with prefetch(converted) as items:
         for b in items:
-            with lock, warnings.catch_warnings(record=True) as caught:
-                # Collected, so a problem spread over many batches warns once, not per batch.
-                warnings.simplefilter("always", SoftWarning)
+            with lock:
                 rows = acc.update(
                     b.pred,
                     b.target,
@@ -624,56 +619,17 @@ def _score_batches(
                     return_rows=writer is not None,
                     row_offset=b.row,
                     names=names,
+                    warn=False,
                 )
-            for w in caught:
-                if issubclass(w.category, SoftWarning):
-                    soft.append(str(w.message))
-                else:
-                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             if writer is not None:
                 assert rows is not None
                 writer.write(b.row, rows, b.keep)
             if bar is not None:
                 bar.update(b.pred.shape[0], b.pred.nbytes)
-    return soft
 
 
-# The engine's soft-problem message (see fastxent._engine): "<what> must sum to 1 (within
-# <tol>); <n> rows do not, the first is row <i>, the worst is off by <dev>. <fix>"
-_SOFT_MESSAGE = re.compile(
-    r"(?P<head>.*?); (?P<n>\d+) rows do not, the first is row (?P<first>\d+), the worst is "
-    r"off by (?P<dev>[^ ]+?)\.(?P<tail>(?: .*)?)",
-    re.DOTALL,
-)
-
-
-def _soft_totals(messages: list[str]) -> list[str]:
-    """One warning per kind of soft problem for the whole stream, from the per-batch ones.
-
-    Each batch's warning counts its own rows; the user needs the totals: how many rows in the
-    whole source, the first one, and the worst deviation anywhere.
-    """
-    totals: dict[str, list[Any]] = {}  # head -> [n rows, first row, worst, tail]
-    for message in messages:
-        m = _SOFT_MESSAGE.fullmatch(message)
-        if m is None:  # not the engine's wording: keep the old, per-batch summary
-            return [_soft_summary(messages[0], len(messages))]
-        n, first, dev = int(m["n"]), int(m["first"]), float(m["dev"])
-        total = totals.setdefault(m["head"], [0, first, dev, m["tail"]])
-        total[0] += n
-        total[1] = min(total[1], first)
-        total[2] = max(total[2], dev)
-    return [
-        f"{head}; {n} rows do not, the first is row {first}, the worst is off by {dev:.3g}.{tail}"
-        for head, (n, first, dev, tail) in totals.items()
-    ]
-
-
-def _soft_summary(first: str, count: int) -> str:
-    """One warning for ``count`` batches with soft problems, the first of which said ``first``."""
-    if count > 1:
-        return f"{first} Batches further on had such rows too ({count - 1} more)."
-    return first
+#: What a soft-problem warning tells the user to do about it.
+_SOFT_FIX = " Pass strict=True (--strict) to make this an error."
 
 
 # --------------------------------------------------------------------------------------------
@@ -821,9 +777,7 @@ class _RowWriter:
         table = pa.concat_tables(self._pending)
         self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         with _writing(self.path):
-            self._writer.write_table(
-                table, row_group_size=min(table.num_rows, PER_ROW_GROUP_ROWS)
-            )
+            self._writer.write_table(table, row_group_size=min(table.num_rows, PER_ROW_GROUP_ROWS))
         self.rows_written += table.num_rows
 
     def commit(self, *, overwrite: bool) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import fnmatch
 import io
 import json
 import math
@@ -109,26 +110,29 @@ def _mutate(data: bytes, op: str, pos: int, value: int) -> bytes:
     return bytes(buf)
 
 
-def _columns(layout: str) -> tuple[str, list[str]]:
-    if layout == "wide":
-        return "p_*", [f"p_{j}" for j in range(N_CLASSES)]
-    return "p", ["p"]
+def _pred_arg(layout: str) -> str:
+    return "p_*" if layout == "wide" else "p"
 
 
 def _reference(path: Path, fmt: str, layout: str) -> float | str:
     """cross_entropy on the arrays pyarrow reads from ``path``, or "invalid" if it cannot."""
-    _, pred_cols = _columns(layout)
-    columns = [*pred_cols, "y"]
     try:
         if fmt == "parquet":
-            table = pq.read_table(path, columns=columns)
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
         else:
             with pa.memory_map(str(path)) as mm:
                 opener = ipc.open_file if fmt == "ipc_file" else ipc.open_stream
                 schema = opener(mm).schema
+        # The columns the glob matches in the mutated file (a flipped name may still match).
+        pred_cols = [n for n in schema.names if fnmatch.fnmatchcase(n, _pred_arg(layout))]
+        columns = [*pred_cols, "y"]
+        if fmt == "parquet":
+            table = pf.read(columns=columns)
+        else:
+            with pa.memory_map(str(path)) as mm:
                 # Only the scored columns: a corrupt buffer of another one does not matter.
                 wanted = [schema.get_field_index(c) for c in columns]
-                mm.seek(0)
                 reader = opener(mm, options=ipc.IpcReadOptions(included_fields=wanted))
                 table = reader.read_all().select(columns)
         table.validate(full=True)
@@ -156,7 +160,7 @@ def _run_cli(argv: list[str]) -> tuple[int, str, str]:
 
 def _check_one(path: Path, fmt: str, layout: str, out_dir: Path, cli: bool) -> dict[str, Any]:
     """Score one mutated file through the API (and the CLI); return what happened."""
-    pred, _ = _columns(layout)
+    pred = _pred_arg(layout)
     per_row = out_dir / "rows.parquet"
     per_row.write_bytes(b"old")  # must survive every failure
     report: dict[str, Any] = {}
@@ -190,7 +194,9 @@ def _check_one(path: Path, fmt: str, layout: str, out_dir: Path, cli: bool) -> d
         if report["outcome"] == "error":
             if code != 2 or out or err.count("\n") != 1 or not err.startswith("fastxent: error"):
                 report["problem"] = f"command line: exit {code}, stderr {err!r}"
-        elif code != 0 or json.loads(out)["loss"] != report["loss"]:
+        elif code != 0 or not math.isclose(json.loads(out)["loss"], report["loss"], rel_tol=1e-12):
+            # Not bit-equal: asking for per-row losses (the API call) changes the summation
+            # order inside a block, by an ulp or so.
             report["problem"] = f"command line: exit {code}, stdout {out!r}, stderr {err!r}"
     return report
 
@@ -198,25 +204,26 @@ def _check_one(path: Path, fmt: str, layout: str, out_dir: Path, cli: bool) -> d
 def _child(fmt: str, layout: str, seed: int, count: int) -> None:
     """Run one batch of mutations; print one JSON line per mutation (after a "start" line)."""
     faulthandler.enable()
-    work = Path(tempfile.mkdtemp(prefix="fastxent-fuzz-"))
-    out_dir = work / "out"
-    out_dir.mkdir()
-    suffix = ".parquet" if fmt == "parquet" else ".arrow"
-    original = work / f"original{suffix}"
-    _write(_base_table(layout), fmt, original)
-    data = original.read_bytes()
-    pred, _ = _columns(layout)
-    base_loss = fx.score(original, pred=pred, label="y").loss
-    print(json.dumps({"base": base_loss, "size": len(data)}), flush=True)
-    for k, (op, pos, value) in enumerate(_mutations(len(data), seed, count)):
-        print(json.dumps({"start": k, "op": op, "pos": pos, "value": value}), flush=True)
-        path = work / f"mutated{suffix}"
-        path.write_bytes(_mutate(data, op, pos, value))
-        faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)  # a hang dies loudly
-        report = _check_one(path, fmt, layout, out_dir, cli=k % CLI_EVERY == 0)
-        faulthandler.cancel_dump_traceback_later()
-        report["same_as_original"] = report.get("loss") == base_loss
-        print(json.dumps({"done": k, **report}), flush=True)
+    with tempfile.TemporaryDirectory(prefix="fastxent-fuzz-") as tmp:
+        work = Path(tmp)
+        out_dir = work / "out"
+        out_dir.mkdir()
+        suffix = ".parquet" if fmt == "parquet" else ".arrow"
+        original = work / f"original{suffix}"
+        _write(_base_table(layout), fmt, original)
+        data = original.read_bytes()
+        pred = _pred_arg(layout)
+        base_loss = fx.score(original, pred=pred, label="y").loss
+        print(json.dumps({"base": base_loss, "size": len(data)}), flush=True)
+        for k, (op, pos, value) in enumerate(_mutations(len(data), seed, count)):
+            print(json.dumps({"start": k, "op": op, "pos": pos, "value": value}), flush=True)
+            path = work / f"mutated{suffix}"
+            path.write_bytes(_mutate(data, op, pos, value))
+            faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True)  # a hang dies loudly
+            report = _check_one(path, fmt, layout, out_dir, cli=k % CLI_EVERY == 0)
+            faulthandler.cancel_dump_traceback_later()
+            report["same_as_original"] = report.get("loss") == base_loss
+            print(json.dumps({"done": k, **report}), flush=True)
 
 
 @pytest.mark.parametrize(("fmt", "layout", "seed", "count"), BATCHES)
@@ -271,12 +278,8 @@ def _targets(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
 
 
 @st.composite
-def poisoned(draw, infinite_probabilities=True):
-    """A valid problem, then NaN / inf written into some of the rows that are scored.
-
-    ``infinite_probabilities=False`` writes only NaN into probabilities and log-probabilities
-    (see test_faults.py::test_propagate_with_infinite_probabilities for why).
-    """
+def poisoned(draw):
+    """A valid problem, then NaN / inf written into some of the rows that are scored."""
     n = draw(st.integers(1, 30))
     c = draw(st.integers(2, 8))
     kind = draw(st.sampled_from(["probs", "logits", "log_probs"]))
@@ -301,8 +304,6 @@ def poisoned(draw, infinite_probabilities=True):
     bad = rng.random(n) < draw(st.sampled_from([0.0, 0.2, 0.6]))
     bad[np.setdiff1d(np.arange(n), scored)] = False  # an ignored row's values never matter
     values = [np.nan, np.inf] + ([-np.inf] if kind == "probs" else [])
-    if not infinite_probabilities and kind != "logits":
-        values = [np.nan]
     for i in np.flatnonzero(bad):
         pred[i, rng.integers(0, c)] = values[rng.integers(0, len(values))]
     return pred, target, options, bad
@@ -355,7 +356,7 @@ def test_property_nan_policy_omit_drops_exactly_the_bad_rows(problem):
     assert result.loss == pytest.approx(mean, rel=1e-12)
 
 
-@given(poisoned(infinite_probabilities=False))
+@given(poisoned())
 def test_property_nan_policy_propagate(problem):
     pred, target, options, bad = problem
     rows = fx.cross_entropy(
