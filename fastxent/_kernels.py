@@ -467,6 +467,38 @@ def _row_scan(row, is_log, log_tol):
     return _FAST_HIT, arg, total
 
 
+@njit(**_HOT)
+def _probs_row_check(row, lab, is_log, log_tol):
+    """Whole-row checks of a row of (log-)probabilities, vectorised: how many entries are
+    invalid (NaN, infinite, outside [0, 1] / above 0), the sum of the probabilities, and
+    whether ``lab`` is the row's first argmax."""
+    n = row.shape[0]
+    m = fmax_of(row, np.uint64(0), n)
+    ltol = cast_like(log_tol, row[0])
+    total = 0.0
+    bad = 0.0
+    for c0 in range(0, n, _RUN):
+        acc = np.float32(0.0)  # unifies to float64 for float64 rows
+        nb = np.float32(0.0)
+        for j in range(min(_RUN, n - c0)):
+            v = row[np.uint64(c0 + j)]
+            if is_log:
+                acc += fexp(v)
+                nb += np.float32(0.0) if v <= ltol else np.float32(1.0)  # NaN counts as bad
+            else:
+                acc += v
+                nb += np.float32(0.0) if ((v >= 0) & (v <= 1)) else np.float32(1.0)
+        total += acc
+        bad += nb
+    hit = row[lab] == m
+    if hit:  # the first argmax: no earlier entry equal to the max
+        ties = np.float32(0.0)
+        for j in range(lab):
+            ties += np.float32(1.0) if row[np.uint64(j)] == m else np.float32(0.0)
+        hit = ties == 0
+    return bad, total, hit
+
+
 @njit(**_HELPER)
 def _gather_probs_pass(
     x, labels, cw, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol, u, norm, state
@@ -567,9 +599,12 @@ def _gather_probs_block(
             continue
         v = np.float64(x[i, lab])
         if full_rows:
-            k, arg, total = _row_scan(x[i], is_log, log_tol)
-            if k == _FAST_HIT:
-                k = _FAST_HIT if arg == lab else _FAST_MISS
+            row = x[i]
+            bad, total, hit = _probs_row_check(row, lab, is_log, log_tol)
+            if bad > 0:  # which problem, exactly: the slow scalar scan, for bad rows only
+                k, _, _ = _row_scan(row, is_log, log_tol)
+            else:
+                k = _FAST_HIT if hit else _FAST_MISS
                 _note_sum(st, ST_PSUM_BAD, ST_PSUM_DEV, ST_PSUM_FIRST, r0 + i, total, sum_tol)
         elif v != v or v == np.inf or (not is_log and v == -np.inf):
             k = _NONFINITE

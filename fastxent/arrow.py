@@ -579,6 +579,11 @@ class Source:
         return list(self.schema.names)
 
     @property
+    def decodes(self) -> bool:
+        """Whether reading costs CPU time (Parquet decoding), not just a memory map."""
+        return any(f.format == "parquet" for f in self._files)
+
+    @property
     def num_rows(self) -> int | None:
         """Number of rows, or None when unknown before reading (stream sources)."""
         if self._reader is not None:
