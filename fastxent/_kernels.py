@@ -500,6 +500,50 @@ def _probs_row_check(row, lab, is_log, log_tol):
 
 
 @njit(**_HELPER)
+def _gather_probs_fused(
+    x, labels, cw, sw, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol, st
+):
+    """The common case of the O(N) gather in one vector loop straight into the block's sums:
+    no smoothing, no per-row output, and every row usable. Returns False, having added
+    nothing, if some row is not (the caller then takes the general path for the block)."""
+    n, n_classes = x.shape
+    has_sw = sw.shape[0] > 0
+    bad = 0.0
+    loss_sum = 0.0
+    norm_sum = 0.0
+    loss2 = 0.0
+    lossnorm = 0.0
+    norm2 = 0.0
+    for i in range(n):
+        lab = labels[i]
+        labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
+        v = np.float64(x[i, labc])
+        wy = cw[labc]
+        # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
+        good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
+        good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
+        bad += 0.0 if good else 1.0
+        lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+        s = sw[i] if has_sw else 1.0
+        a = -(s * wy) * lq if (s * wy) != 0.0 else 0.0
+        b = s * wy
+        loss_sum += a
+        norm_sum += b
+        loss2 += a * a
+        lossnorm += a * b
+        norm2 += b * b
+    if bad > 0.0:
+        return False
+    st[ST_LOSS] += loss_sum
+    st[ST_NORM] += norm_sum
+    st[ST_LOSS2] += loss2
+    st[ST_LOSSNORM] += lossnorm
+    st[ST_NORM2] += norm2
+    st[ST_ROWS] += n
+    return True
+
+
+@njit(**_HELPER)
 def _gather_probs_pass(
     x, labels, cw, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol, u, norm, state
 ):
@@ -676,9 +720,16 @@ def xent_gather_probs(
     cw_sum = 0.0
     for j in range(cw.shape[0]):
         cw_sum += cw[j]
+    fusable = not full_rows and smoothing == 0.0 and out.shape[0] == 0
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
         r1 = min(n, r0 + block_rows)
+        sw_b = sw[r0:r1] if sw.shape[0] > 0 else sw
+        if fusable and _gather_probs_fused(
+            x[r0:r1], labels[r0:r1], cw, sw_b, has_ignore, ignore_index, is_log, clip_lo,
+            clip_hi, log_tol, stats[b],
+        ):  # fmt: skip
+            continue
         u = np.empty(r1 - r0)
         norm = np.empty(r1 - r0)
         state = np.empty(r1 - r0, np.int8)
