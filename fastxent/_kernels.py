@@ -143,6 +143,15 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
 
 
 @njit(**_HELPER)
+def _total(a):
+    """Sum of a small float64 array (the class weights)."""
+    acc = 0.0
+    for j in range(a.shape[0]):
+        acc += a[j]
+    return acc
+
+
+@njit(**_HELPER)
 def _mark_first(st, col, i):
     if st[col] < 0:
         st[col] = i
@@ -404,9 +413,7 @@ def xent_gather_logits(
 ):
     """Integer labels, logits: ``logsumexp(x_i) - x_i[y_i]`` fused with the gather."""
     n = x.shape[0]
-    cw_sum = 0.0
-    for j in range(cw.shape[0]):
-        cw_sum += cw[j]
+    cw_sum = _total(cw)
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
         r1 = min(n, r0 + block_rows)
@@ -717,9 +724,7 @@ def xent_gather_probs(
     to 1) and to find its argmax for the accuracy.
     """
     n = x.shape[0]
-    cw_sum = 0.0
-    for j in range(cw.shape[0]):
-        cw_sum += cw[j]
+    cw_sum = _total(cw)
     fusable = not full_rows and smoothing == 0.0 and out.shape[0] == 0
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
@@ -1111,9 +1116,7 @@ def xent_dense(
     ``kind``: 0 logits, 1 probabilities, 2 log-probabilities.
     """
     n = x.shape[0]
-    cw_sum = 0.0
-    for j in range(cw.shape[0]):
-        cw_sum += cw[j]
+    cw_sum = _total(cw)
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
         r1 = min(n, r0 + block_rows)
