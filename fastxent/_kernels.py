@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import EXACT_OPTIONS, HELPER_OPTIONS, HOT_OPTIONS, PARALLEL_OPTIONS
-from ._fastmath import cast_like, fexp, flog, fmax_of, log1p_f64, log_f64
+from ._fastmath import cast_like, fexp, flog, fmax_of, log1p_f64, log_f64, prefetch2d
 
 _HELPER = HELPER_OPTIONS
 _HOT = HOT_OPTIONS
@@ -70,6 +70,9 @@ _RUN = 1024
 # A fast-path sum of exp terms below this may have lost terms to underflow (float32 exp is 0
 # below ~1e-38): such rows are recomputed by the exact float64 path.
 _TINY = 1e-30
+# The O(N) gather asks for the entry this many rows ahead (see prefetch2d).
+_PREFETCH_ROWS = 64
+_PREFETCH_MIN_CLASSES = 32
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
 
@@ -512,7 +515,13 @@ def _gather_probs_fused(
 ):
     """The common case of the O(N) gather in one vector loop straight into the block's sums:
     no smoothing, no per-row output, and every row usable. Returns False, having added
-    nothing, if some row is not (the caller then takes the general path for the block)."""
+    nothing, if some row is not (the caller then takes the general path for the block).
+
+    The same loop body appears twice on purpose: once plain, for short rows (read
+    sequentially, the hardware prefetcher follows them), and once in runs with the next run's
+    entries requested ahead, for long rows (one cache line per row at an unpredictable
+    offset). A prefetch or a helper call inside the summing loop stops it vectorising.
+    """
     n, n_classes = x.shape
     has_sw = sw.shape[0] > 0
     bad = 0.0
@@ -521,24 +530,48 @@ def _gather_probs_fused(
     loss2 = 0.0
     lossnorm = 0.0
     norm2 = 0.0
-    for i in range(n):
-        lab = labels[i]
-        labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
-        v = np.float64(x[i, labc])
-        wy = cw[labc]
-        # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
-        good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
-        good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
-        bad += 0.0 if good else 1.0
-        lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
-        s = sw[i] if has_sw else 1.0
-        a = -(s * wy) * lq if (s * wy) != 0.0 else 0.0
-        b = s * wy
-        loss_sum += a
-        norm_sum += b
-        loss2 += a * a
-        lossnorm += a * b
-        norm2 += b * b
+    if n_classes < _PREFETCH_MIN_CLASSES:
+        for i in range(n):
+            lab = labels[i]
+            labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
+            v = np.float64(x[i, labc])
+            wy = cw[labc]
+            # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
+            good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
+            good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
+            bad += 0.0 if good else 1.0
+            lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+            s = sw[i] if has_sw else 1.0
+            b = s * wy
+            a = -b * lq if b != 0.0 else 0.0
+            loss_sum += a
+            norm_sum += b
+            loss2 += a * a
+            lossnorm += a * b
+            norm2 += b * b
+    else:
+        for c0 in range(0, n, _PREFETCH_ROWS):
+            c1 = min(n, c0 + _PREFETCH_ROWS)
+            for i in range(c1, min(n, c1 + _PREFETCH_ROWS)):
+                prefetch2d(x, i, min(max(labels[i], 0), n_classes - 1))
+            for i in range(c0, c1):
+                lab = labels[i]
+                labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
+                v = np.float64(x[i, labc])
+                wy = cw[labc]
+                # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
+                good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
+                good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
+                bad += 0.0 if good else 1.0
+                lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+                s = sw[i] if has_sw else 1.0
+                b = s * wy
+                a = -b * lq if b != 0.0 else 0.0
+                loss_sum += a
+                norm_sum += b
+                loss2 += a * a
+                lossnorm += a * b
+                norm2 += b * b
     if bad > 0.0:
         return False
     st[ST_LOSS] += loss_sum
