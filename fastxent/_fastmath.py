@@ -80,12 +80,20 @@ _F32_LN2_HI = np.float32(0.693359375)
 _F32_LN2_LO = np.float32(-2.12194440e-4)
 
 
+# Adding 1.5 * 2**23 rounds a float32 of magnitude < 2**22 to an integer (round to nearest
+# even) and leaves that integer in the low mantissa bits: k without a floor or a conversion.
+_F32_ROUND = np.float32(12582912.0)
+_F32_ROUND_BITS = np.int32(0x4B400000)
+
+
 @njit(**_MATH)
 def exp_f32(x):
     """``exp`` of a float32, about 1 ulp (Cephes ``expf`` polynomial)."""
-    xc = x if x > _F32_LO else _F32_LO  # NaN also lands on the clamp; restored below
-    xc = xc if xc < _F32_HI else _F32_HI
-    k = np.floor(xc * _F32_LOG2E + np.float32(0.5))
+    # The clamps keep NaN (a comparison with NaN is false) and it propagates to the result.
+    xc = _F32_LO if x < _F32_LO else x
+    xc = _F32_HI if xc > _F32_HI else xc
+    t = xc * _F32_LOG2E + _F32_ROUND
+    k = t - _F32_ROUND
     r = xc - k * _F32_LN2_HI
     r = r - k * _F32_LN2_LO
     z = r * r
@@ -97,10 +105,9 @@ def exp_f32(x):
     p = p * r + np.float32(5.0000001201e-1)
     p = p * z + r + np.float32(1.0)
     # k in [-126, 128]; k = 128 gives the all-ones exponent, i.e. +inf: overflow for free.
-    scale = _f32_from_bits(np.int32((np.int64(k) + 127) << 23))
+    scale = _f32_from_bits(np.int32((_bits_from_f32(t) - _F32_ROUND_BITS + np.int32(127)) << 23))
     res = p * scale
-    res = res if x >= _F32_LO else np.float32(0.0)
-    return res if x == x else x
+    return np.float32(0.0) if x < _F32_LO else res
 
 
 _F64_LO = -708.3964185322641  # exp below this is subnormal: flushed to 0
@@ -223,6 +230,32 @@ def log1p_f64(u):
     res = log_f64(w) - corr
     res = u if w == 1.0 else res
     return res if w < np.inf else w
+
+
+@njit(**_MATH)
+def log1p_f32(u):
+    """``log(1 + u)`` of a float32 ``u > -1``, within about 2 ulp, tiny ``u`` included."""
+    one = np.float32(1.0)
+    w = one + u
+    # The rounding error of 1 + u, exactly (branch-free TwoSum); tiny u gives w = 1, err = u.
+    uu = w - one
+    err = (one - (w - uu)) + (u - uu)
+    res = log_f32(w) + err / w
+    return res if w < np.float32(np.inf) else w
+
+
+def flog1p(u):
+    """``log(1 + u)`` in the precision of ``u``: :func:`log1p_f32` / :func:`log1p_f64`."""
+    raise NotImplementedError("flog1p is only callable from Numba-compiled code")
+
+
+@overload(flog1p, inline="always")
+def _flog1p_overload(u):
+    if u == types.float32:
+        return lambda u: log1p_f32(u)
+    if u == types.float64:
+        return lambda u: log1p_f64(u)
+    return None
 
 
 def fexp(x):

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import EXACT_OPTIONS, HELPER_OPTIONS, HOT_OPTIONS, PARALLEL_OPTIONS
-from ._fastmath import cast_like, fexp, flog, fmax_of, log1p_f64, log_f64, prefetch2d
+from ._fastmath import cast_like, fexp, flog, flog1p, fmax_of, log1p_f64, log_f64, prefetch2d
 
 _HELPER = HELPER_OPTIONS
 _HOT = HOT_OPTIONS
@@ -314,7 +314,8 @@ def _two_class_pass(xf, labels, cw, has_ignore, ignore_index, loss, norm, state)
         b = xf[2 * i + 1]
         d = b - a if lab == 0 else a - b
         xy = a if lab == 0 else b
-        e = np.float64(fexp(d))
+        en = fexp(d)  # in the storage precision: float32 rows take a float32 log1p
+        e = np.float64(en)
         hit = (d < 0) | ((d == 0) & (lab == 0))
         fast = (abs(xy) < np.inf) & (e >= _TINY) & (e < np.inf)
         ok = (lab == 0) | (lab == 1)
@@ -325,7 +326,7 @@ def _two_class_pass(xf, labels, cw, has_ignore, ignore_index, loss, norm, state)
         state[i] = k
         wy = w0 if lab == 0 else w1
         norm[i] = wy
-        v = wy * log1p_f64(e)
+        v = wy * np.float64(flog1p(en))
         loss[i] = v if wy != 0.0 else 0.0
         n_exact += 1.0 if k == _NEED_EXACT else 0.0
     return n_exact
@@ -385,7 +386,13 @@ def _gather_logits_block(
             for j in range(n_tail):
                 t += tail[i * n_tail + j]
             u[i] += t
+        # Rows the fast pass could not settle, found by a branch-free scan (usually none).
+        n_odd = 0.0
         for i in range(n):
+            k = state[i]
+            odd = (k == _NEED_EXACT) | (k == _TIE) | ((k <= _FAST_MISS) & (not _TINY <= u[i] < np.inf))
+            n_odd += 1.0 if odd else 0.0
+        for i in range(n if n_odd > 0.0 else 0):
             k = state[i]
             if k == _NEED_EXACT or ((k <= _FAST_MISS or k == _TIE) and not _TINY <= u[i] < np.inf):
                 # Overflow of the shifted sum, NaN or infinite logits, or a sum so small that
@@ -955,9 +962,10 @@ def _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag):
         t1 = np.float64(tf[2 * i + 1])
         hi_is_a = a >= b
         dn = b - a if hi_is_a else a - b  # <= 0, in the storage precision
-        e = np.float64(fexp(dn))
+        en = fexp(dn)  # in the storage precision: float32 rows take a float32 log1p
+        e = np.float64(en)
         d = np.float64(dn)
-        log_s = log1p_f64(e) if d != 0 else 0.6931471805599453
+        log_s = np.float64(flog1p(en)) if d != 0 else 0.6931471805599453
         tlo = t1 if hi_is_a else t0
         wlo = w1 if hi_is_a else w0
         tw = w0 * t0 + w1 * t1
@@ -1070,9 +1078,18 @@ def _dense_block(
             loss[i] = v
             tsum[i] = ts
             flag[i] = 1 if (bad > 0 or tn > 0) else 0
-    # Pass 2: row states and the sum-to-1 records.
+    # Pass 2: row states and the sum-to-1 records. A branch-free scan first: in the common
+    # case (no flagged row, every sum within tolerance) it is all there is to do.
+    n_odd = 0.0
     for i in range(n):
         norm[i] = 1.0
+        state[i] = _FAST_HIT
+        odd = (flag[i] != 0) | (not abs(tsum[i] - 1.0) <= tsum_tol)
+        odd |= (kind != 0) & (not abs(psum[i] - 1.0) <= sum_tol)
+        n_odd += 1.0 if odd else 0.0
+    if n_odd == 0.0:
+        return
+    for i in range(n):
         ts = tsum[i]
         k = _FAST_HIT
         if not abs(ts) < np.inf:

@@ -12,7 +12,7 @@ from naive import naive_cross_entropy
 from numba import njit
 
 import fastxent as fx
-from fastxent._fastmath import exp_f32, exp_f64, log1p_f64, log_f64
+from fastxent._fastmath import exp_f32, exp_f64, log1p_f32, log1p_f64, log_f64
 
 
 @njit
@@ -37,6 +37,12 @@ def _map_log64(x, out):
 def _map_log1p64(x, out):
     for i in range(x.shape[0]):
         out[i] = log1p_f64(x[i])
+
+
+@njit
+def _map_log1p32(x, out):
+    for i in range(x.shape[0]):
+        out[i] = log1p_f32(x[i])
 
 
 def _apply(fn, x):
@@ -84,6 +90,26 @@ def test_exp_f32_matches_numpy_over_the_float32_range(rng):
     assert np.all(got[x >= 88.8] == np.inf)
     assert got[x == -np.inf][0] == 0.0
     assert got[x == 0][0] == 1.0  # exactly: the kernels rely on exp(0) == 1
+
+
+def test_log1p_f32_matches_numpy_from_tiny_to_huge(rng):
+    # The float32 kernels take log1p of exp terms: anything in [0, inf].
+    x = np.concatenate(
+        [
+            (10.0 ** rng.uniform(-45, 38.5, 500_000)).astype(np.float32),
+            rng.uniform(0, 4, 200_000).astype(np.float32),
+            rng.uniform(-0.999, 0, 10_000).astype(np.float32),
+            np.array([0.0, 1e-45, 1e-30, 1.0, 3e38], np.float32),
+        ]
+    )
+    got = _apply(_map_log1p32, x).astype(np.float64)
+    want = np.log1p(x.astype(np.float64))
+    nonzero = want != 0
+    assert (np.abs(got[nonzero] - want[nonzero]) / np.abs(want[nonzero])).max() < 2.5e-7
+    assert got[x == 0][0] == 0.0
+    special = _apply(_map_log1p32, np.array([np.inf, np.nan], np.float32))
+    assert special[0] == np.inf
+    assert np.isnan(special[1])
 
 
 def test_exp_f64_matches_numpy(rng):
