@@ -75,6 +75,10 @@ _PREFETCH_ROWS = 64
 _PREFETCH_MIN_CLASSES = 32
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
+# Dense rows over logits take a masked last 32-chunk instead of a scalar loop tail from this
+# many leftover columns (measured: 4 leftover columns (C = 100) no better with it, 8 leftover
+# (C = 1000) 10-14% faster).
+_MASKED_TAIL_MIN = 8
 
 
 def new_stats(n_blocks: int) -> np.ndarray:
@@ -811,6 +815,33 @@ def xent_gather_probs(
 
 
 @njit(**_HOT)
+def _dense_logits_run(xf, tf, base, n, m, skip):
+    """One vector loop over the columns ``[base, base + n)`` of an unweighted row of logits
+    (``m`` its max) and its targets, leaving out the first ``skip``: the sums
+    ``_dense_logits_row`` needs, in the storage precision."""
+    acc = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
+    cnt = np.float32(0.0)
+    ts = np.float32(0.0)
+    tx = np.float32(0.0)
+    dx = np.float32(0.0)
+    neg = np.float32(0.0)
+    for j in range(n):
+        keep = j >= skip
+        v = xf[base + np.uint64(j)] - m
+        # Columns left out become exp(-inf) = 0 with a zero target: no term anywhere.
+        d = v if keep else cast_like(-np.inf, v)
+        tj = tf[base + np.uint64(j)] if keep else cast_like(0.0, v)
+        e = fexp(d)
+        acc += e if d != 0 else np.float32(0.0)
+        cnt += np.float32(1.0) if d == 0 else np.float32(0.0)
+        ts += tj
+        neg += np.float32(1.0) if tj < 0 else np.float32(0.0)
+        tx += tj * d if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
+        dx += v if keep else np.float32(0.0)
+    return acc, cnt, ts, neg, tx, dx
+
+
+@njit(**_HOT)
 def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing):
     """``-sum_j w_j t'_j log_softmax(x)_j`` for the row ``xf[start : start + n_classes]``
     (targets at the same offsets of ``tf``), its target sum and count of negative targets.
@@ -829,7 +860,13 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing)
     wx = 0.0
     tsum = 0.0
     tneg = 0.0
-    for c0 in range(0, n_classes, _RUN):
+    # Unweighted rows of 32 or more classes run in whole 32-chunks, then one masked chunk for
+    # the last n_classes % 32 columns when there are enough of them to beat a scalar loop
+    # tail (measured: 8 or more).
+    rem = n_classes % _CHUNK
+    masked_tail = (not weighted) and n_classes >= _CHUNK and rem >= _MASKED_TAIL_MIN
+    n_main = n_classes - rem if masked_tail else n_classes
+    for c0 in range(0, n_main, _RUN):
         base = start + np.uint64(c0)
         acc = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
         cnt = np.float32(0.0)
@@ -854,16 +891,21 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing)
                 dx += w * d if w != 0 else 0.0
             tw += wts
         else:
-            for j in range(min(_RUN, n_classes - c0)):
-                d = xf[base + np.uint64(j)] - m
-                e = fexp(d)
-                acc += e if d != 0 else np.float32(0.0)
-                cnt += np.float32(1.0) if d == 0 else np.float32(0.0)
-                tj = tf[base + np.uint64(j)]
-                ts += tj
-                neg += np.float32(1.0) if tj < 0 else np.float32(0.0)
-                tx += tj * d if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
-                dx += d
+            acc, cnt, ts, neg, tx, dx = _dense_logits_run(
+                xf, tf, base, min(_RUN, n_main - c0), m, 0
+            )
+            if masked_tail and c0 + _RUN >= n_main:
+                # The last n_classes % 32 columns: one more whole 32-chunk ending at the
+                # row's end, counting only the columns the main loop has not seen.
+                last = start + np.uint64(n_classes - _CHUNK)
+                skip = n_main + _CHUNK - n_classes
+                a2, c2, t2, n2, x2, d2 = _dense_logits_run(xf, tf, last, _CHUNK, m, skip)
+                acc += a2
+                cnt += c2
+                ts += t2
+                neg += n2
+                tx += x2
+                dx += d2
             tw += ts
         total += acc
         hits += cnt
