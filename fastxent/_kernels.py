@@ -394,7 +394,11 @@ def _gather_logits_block(
         n_odd = 0.0
         for i in range(n):
             k = state[i]
-            odd = (k == _NEED_EXACT) | (k == _TIE) | ((k <= _FAST_MISS) & (not _TINY <= u[i] < np.inf))
+            odd = (
+                (k == _NEED_EXACT)
+                | (k == _TIE)
+                | ((k <= _FAST_MISS) & (not _TINY <= u[i] < np.inf))
+            )
             n_odd += 1.0 if odd else 0.0
         for i in range(n if n_odd > 0.0 else 0):
             k = state[i]

@@ -249,8 +249,8 @@ def test_accuracy_uses_the_first_argmax_on_ties(n_classes):
 
 
 def test_results_do_not_depend_on_the_thread_count(rng):
-    x = rng.standard_normal((20_000, 37)).astype(np.float32)
-    y = rng.integers(0, 37, 20_000)
+    x = rng.standard_normal((60_000, 37)).astype(np.float32)  # several blocks
+    y = rng.integers(0, 37, 60_000)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
