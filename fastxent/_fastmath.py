@@ -244,18 +244,24 @@ def log1p_f32(u):
     return res if w < np.float32(np.inf) else w
 
 
-def flog1p(u):
-    """``log(1 + u)`` in the precision of ``u``: :func:`log1p_f32` / :func:`log1p_f64`."""
+def _by_precision(generic, f32, f64):
+    """Make ``generic(x)`` call ``f32(x)`` or ``f64(x)`` by the type of ``x`` (inlined)."""
+
+    @overload(generic, inline="always")
+    def _dispatch(x):
+        if x == types.float32:
+            return lambda x: f32(x)
+        if x == types.float64:
+            return lambda x: f64(x)
+        return None
+
+
+def flog1p(x):
+    """``log(1 + x)`` in the precision of ``x``: :func:`log1p_f32` / :func:`log1p_f64`."""
     raise NotImplementedError("flog1p is only callable from Numba-compiled code")
 
 
-@overload(flog1p, inline="always")
-def _flog1p_overload(u):
-    if u == types.float32:
-        return lambda u: log1p_f32(u)
-    if u == types.float64:
-        return lambda u: log1p_f64(u)
-    return None
+_by_precision(flog1p, log1p_f32, log1p_f64)
 
 
 def fexp(x):
@@ -263,13 +269,7 @@ def fexp(x):
     raise NotImplementedError("fexp is only callable from Numba-compiled code")
 
 
-@overload(fexp, inline="always")
-def _fexp_overload(x):
-    if x == types.float32:
-        return lambda x: exp_f32(x)
-    if x == types.float64:
-        return lambda x: exp_f64(x)
-    return None
+_by_precision(fexp, exp_f32, exp_f64)
 
 
 # A running float max (compare + select) does not vectorise without ``nnan``; the same max
@@ -321,13 +321,7 @@ def flog(x):
     raise NotImplementedError("flog is only callable from Numba-compiled code")
 
 
-@overload(flog, inline="always")
-def _flog_overload(x):
-    if x == types.float32:
-        return lambda x: log_f32(x)
-    if x == types.float64:
-        return lambda x: log_f64(x)
-    return None
+_by_precision(flog, log_f32, log_f64)
 
 
 def cast_like(value, like):

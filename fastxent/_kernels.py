@@ -302,6 +302,14 @@ def _mix(smoothing, main, smooth, n_classes):
     return a + b
 
 
+@njit(**_HOT)
+def _needs_exact(k, u):
+    """A row the float64 path must redo: overflow of the shifted sum, NaN or infinite
+    logits, or a sum so small that terms lost to float32 underflow could matter."""
+    fast = (k <= _FAST_MISS) | (k == _TIE)
+    return (k == _NEED_EXACT) | (fast & (not _TINY <= u < np.inf))
+
+
 @njit(**_HELPER)
 def _two_class_pass(xf, labels, cw, has_ignore, ignore_index, loss, norm, state):
     """C == 2, branch-free so it vectorises across rows: loss = w[y] * log1p(exp(x_o - x_y)).
@@ -393,24 +401,16 @@ def _gather_logits_block(
         # Rows the fast pass could not settle, found by a branch-free scan (usually none).
         n_odd = 0.0
         for i in range(n):
-            k = state[i]
-            odd = (
-                (k == _NEED_EXACT)
-                | (k == _TIE)
-                | ((k <= _FAST_MISS) & (not _TINY <= u[i] < np.inf))
-            )
-            n_odd += 1.0 if odd else 0.0
-        for i in range(n if n_odd > 0.0 else 0):
-            k = state[i]
-            if k == _NEED_EXACT or ((k <= _FAST_MISS or k == _TIE) and not _TINY <= u[i] < np.inf):
-                # Overflow of the shifted sum, NaN or infinite logits, or a sum so small that
-                # terms lost to float32 underflow could matter: recompute in float64.
+            n_odd += 1.0 if _needs_exact(state[i], u[i]) | (state[i] == _TIE) else 0.0
+        if n_odd > 0.0:
+            for i in range(n):
                 row = xf[i * n_classes : (i + 1) * n_classes]
-                loss, state[i] = _logits_row_exact(row, labels[i])
-                u[i] = loss
-            elif k == _TIE:  # another class ties with the label: the first index wins
-                row = xf[i * n_classes : (i + 1) * n_classes]
-                state[i] = _FAST_HIT if _label_is_first_argmax(row, labels[i]) else _FAST_MISS
+                if _needs_exact(state[i], u[i]):
+                    loss, state[i] = _logits_row_exact(row, labels[i])
+                    u[i] = loss
+                elif state[i] == _TIE:  # another class ties with the label: first index wins
+                    hit = _label_is_first_argmax(row, labels[i])
+                    state[i] = _FAST_HIT if hit else _FAST_MISS
         # Pass 2: one vectorised log over the block (kept apart from the gather of the class
         # weights, which would stop it vectorising), then class weights.
         for i in range(n):
@@ -872,13 +872,13 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing)
     n_main = n_classes - rem if masked_tail else n_classes
     for c0 in range(0, n_main, _RUN):
         base = start + np.uint64(c0)
-        acc = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
-        cnt = np.float32(0.0)
-        ts = np.float32(0.0)
-        tx = np.float32(0.0)
-        dx = np.float32(0.0)
-        neg = np.float32(0.0)
         if weighted:
+            acc = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
+            cnt = np.float32(0.0)
+            ts = np.float32(0.0)
+            tx = np.float32(0.0)
+            dx = np.float32(0.0)
+            neg = np.float32(0.0)
             wts = 0.0
             for j in range(min(_RUN, n_classes - c0)):
                 d = xf[base + np.uint64(j)] - m
