@@ -26,7 +26,17 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import EXACT_OPTIONS, HELPER_OPTIONS, HOT_OPTIONS, PARALLEL_OPTIONS
-from ._fastmath import cast_like, fexp, flog, flog1p, fmax_of, log1p_f64, log_f64, prefetch2d
+from ._fastmath import (
+    cast_like,
+    fexp,
+    flog,
+    flog1p,
+    fmax_of,
+    log1p_f64,
+    log_f64,
+    pick,
+    prefetch2d,
+)
 
 _HELPER = HELPER_OPTIONS
 _HOT = HOT_OPTIONS
@@ -147,6 +157,13 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
                 _mark_first(st, ST_FIRST_RANGE, r0 + i)
             elif k == _BAD_LABEL:
                 _mark_first(st, ST_FIRST_LABEL, r0 + i)
+
+
+@njit(**_HELPER)
+def _ones(n):
+    """``np.ones(n)``; called from a parallel kernel, where Numba would make ``np.ones`` a
+    parallel region of its own (a thread-team start for a few kilobytes)."""
+    return np.ones(n)
 
 
 @njit(**_HELPER)
@@ -524,41 +541,67 @@ def _probs_row_check(row, lab, is_log, log_tol):
     return bad, total, hit
 
 
+@njit(**_HOT)
+def _fused_terms(v, lab, labc, wy, s, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol):
+    """One row of :func:`_gather_probs_fused`: ``(bad, a, b)`` for the entry ``v`` read at the
+    clamped label ``labc``; ``bad`` is 1.0 if the row needs the general path."""
+    # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
+    good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
+    good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
+    lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+    b = s * wy
+    a = -b * lq if b != 0.0 else 0.0
+    return 0.0 if good else 1.0, a, b
+
+
 @njit(**_HELPER)
 def _gather_probs_fused(
     x, labels, cw, sw, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol, st
 ):
     """The common case of the O(N) gather in one vector loop straight into the block's sums:
-    no smoothing, no per-row output, and every row usable. Returns False, having added
-    nothing, if some row is not (the caller then takes the general path for the block).
+    no smoothing, no per-row output, and every row usable (``sw`` holds a weight for every
+    row, ones if none were given). Returns False, having added nothing, if some row is not
+    (the caller then takes the general path for the block).
 
-    The same loop body appears twice on purpose: once plain, for short rows (read
-    sequentially, the hardware prefetcher follows them), and once in runs with the next run's
-    entries requested ahead, for long rows (one cache line per row at an unpredictable
-    offset). A prefetch or a helper call inside the summing loop stops it vectorising.
+    The same loop appears three times on purpose. Two columns: both entries are loaded and
+    one is picked (a load from a label-dependent address is a slow vector gather). Short
+    rows: read sequentially, the hardware prefetcher follows them. Long rows (one cache line
+    per row at an unpredictable offset): in runs with the next run's entries requested ahead.
+    A prefetch or a non-inlined call inside the summing loop stops it vectorising.
     """
     n, n_classes = x.shape
-    has_sw = sw.shape[0] > 0
     bad = 0.0
     loss_sum = 0.0
     norm_sum = 0.0
     loss2 = 0.0
     lossnorm = 0.0
     norm2 = 0.0
-    if n_classes < _PREFETCH_MIN_CLASSES:
+    if n_classes == 2:
+        w0 = cw[0]
+        w1 = cw[1]
+        for i in range(n):
+            lab = labels[i]
+            labc = 0 if lab < 1 else 1
+            v = np.float64(pick(labc == 1, x[i, 0], x[i, 1]))
+            r, a, b = _fused_terms(
+                v, lab, labc, w1 if labc == 1 else w0, sw[i], has_ignore,
+                ignore_index, is_log, clip_lo, clip_hi, log_tol,
+            )  # fmt: skip
+            bad += r
+            loss_sum += a
+            norm_sum += b
+            loss2 += a * a
+            lossnorm += a * b
+            norm2 += b * b
+    elif n_classes < _PREFETCH_MIN_CLASSES:
         for i in range(n):
             lab = labels[i]
             labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
-            v = np.float64(x[i, labc])
-            wy = cw[labc]
-            # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
-            good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
-            good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
-            bad += 0.0 if good else 1.0
-            lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
-            s = sw[i] if has_sw else 1.0
-            b = s * wy
-            a = -b * lq if b != 0.0 else 0.0
+            r, a, b = _fused_terms(
+                np.float64(x[i, labc]), lab, labc, cw[labc], sw[i],
+                has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol,
+            )  # fmt: skip
+            bad += r
             loss_sum += a
             norm_sum += b
             loss2 += a * a
@@ -572,16 +615,11 @@ def _gather_probs_fused(
             for i in range(c0, c1):
                 lab = labels[i]
                 labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
-                v = np.float64(x[i, labc])
-                wy = cw[labc]
-                # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
-                good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
-                good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
-                bad += 0.0 if good else 1.0
-                lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
-                s = sw[i] if has_sw else 1.0
-                b = s * wy
-                a = -b * lq if b != 0.0 else 0.0
+                r, a, b = _fused_terms(
+                    np.float64(x[i, labc]), lab, labc, cw[labc], sw[i],
+                    has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol,
+                )  # fmt: skip
+                bad += r
                 loss_sum += a
                 norm_sum += b
                 loss2 += a * a
@@ -774,10 +812,13 @@ def xent_gather_probs(
     n = x.shape[0]
     cw_sum = _total(cw)
     fusable = not full_rows and smoothing == 0.0 and out.shape[0] == 0
+    # Sample weights of 1 when there are none: a load in the fused loop is cheaper than a
+    # select on whether there are weights (which stops LLVM vectorising it well).
+    ones = _ones(block_rows if fusable and sw.shape[0] == 0 else 0)
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
         r1 = min(n, r0 + block_rows)
-        sw_b = sw[r0:r1] if sw.shape[0] > 0 else sw
+        sw_b = sw[r0:r1] if sw.shape[0] > 0 else ones[: r1 - r0]
         if fusable and _gather_probs_fused(
             x[r0:r1], labels[r0:r1], cw, sw_b, has_ignore, ignore_index, is_log, clip_lo,
             clip_hi, log_tol, stats[b],

@@ -186,10 +186,11 @@ def test_sum_is_sum_of_rows_and_mean_uses_the_normaliser(rng, kind):
 # --------------------------------------------------------------------------- every option
 
 
+@pytest.mark.parametrize("n_classes", [2, 7])  # two columns have a gather of their own
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)
 @pytest.mark.parametrize("kind", KINDS)
-def test_labels_every_option_combination(rng, kind, dtype):
-    n_rows, n_classes = 40, 7
+def test_labels_every_option_combination(rng, kind, dtype, n_classes):
+    n_rows = 40
     pred = make_pred(rng, kind, n_rows, n_classes, dtype)
     labels = rng.integers(0, n_classes, size=n_rows)
     labels_with_pad = labels.copy()
@@ -1122,6 +1123,31 @@ def test_gathered_probability_outside_unit_interval(rng, eps, row, bad_row):
     labels[row] = 0
     with pytest.raises(ValueError, match=row_pattern(row)):
         cross_entropy(p, labels, eps=eps)
+
+
+@pytest.mark.parametrize("n_classes", [2, 5])
+@pytest.mark.parametrize("kind", ["probs", "log_probs"])
+def test_gather_ignores_values_it_does_not_read(rng, kind, n_classes):
+    """Without row checks the gather reads only the label's entry: NaN, inf or an impossible
+    value elsewhere in the row changes nothing (the two-column path loads both entries and
+    picks one, so this is what keeps it honest)."""
+    n_rows = 3000
+    pred = make_pred(rng, kind, n_rows, n_classes, np.float32)
+    labels = rng.integers(0, n_classes, size=n_rows)
+    want = cross_entropy(pred, labels, pred_kind=kind, check_rows=False, reduction="none")
+    other = (labels + 1) % n_classes
+    rows = np.arange(0, n_rows, 7)
+    for junk in (np.nan, np.inf, -np.inf, -5.0, 7.0):
+        dirty = pred.copy()
+        dirty[rows, other[rows]] = junk
+        for reduction in REDUCTIONS:
+            got = cross_entropy(
+                dirty, labels, pred_kind=kind, check_rows=False, reduction=reduction
+            )
+            expected = (
+                want if reduction == "none" else want.sum() / (n_rows if reduction == "mean" else 1)
+            )
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
 @pytest.mark.parametrize(
