@@ -30,7 +30,7 @@ from ._fastmath import (
     cast_like,
     fexp,
     flog,
-    flog1p,
+    flog1p_unit,
     fmax_of,
     log1p_f64,
     log_f64,
@@ -332,7 +332,7 @@ def _two_class_pass(xf, labels, cw, has_ignore, ignore_index, loss, norm, state)
     """C == 2, branch-free so it vectorises across rows: loss = w[y] * log1p(exp(x_o - x_y)).
 
     ``xf`` is the block's rows flattened: 2-D indexing here defeats the vectoriser. Returns
-    how many rows need the exact path (overflow, underflow, non-finite logits).
+    how many rows need the exact path (non-finite logits, a loss too tiny for float32).
     """
     n_exact = 0.0
     w0 = cw[0]
@@ -343,10 +343,11 @@ def _two_class_pass(xf, labels, cw, has_ignore, ignore_index, loss, norm, state)
         b = xf[2 * i + 1]
         d = b - a if lab == 0 else a - b
         xy = a if lab == 0 else b
-        en = fexp(d)  # in the storage precision: float32 rows take a float32 log1p
-        e = np.float64(en)
+        # log1p(exp(d)) = max(d, 0) + log1p(exp(-|d|)): the log1p only ever sees [0, 1].
+        en = fexp(-abs(d))  # in the storage precision: float32 rows take a float32 log1p
         hit = (d < 0) | ((d == 0) & (lab == 0))
-        fast = (abs(xy) < np.inf) & (e >= _TINY) & (e < np.inf)
+        # A tiny exp(d) is a tiny loss that float32 cannot hold accurately: exact path.
+        fast = (abs(xy) < np.inf) & (abs(d) < np.inf) & ((d > 0) | (np.float64(en) >= _TINY))
         ok = (lab == 0) | (lab == 1)
         ign = has_ignore & (lab == ignore_index)
         k = (_FAST_HIT if hit else _FAST_MISS) if fast else _NEED_EXACT
@@ -355,7 +356,7 @@ def _two_class_pass(xf, labels, cw, has_ignore, ignore_index, loss, norm, state)
         state[i] = k
         wy = w0 if lab == 0 else w1
         norm[i] = wy
-        v = wy * np.float64(flog1p(en))
+        v = wy * ((np.float64(d) if d > 0 else 0.0) + np.float64(flog1p_unit(en)))
         loss[i] = v if wy != 0.0 else 0.0
         n_exact += 1.0 if k == _NEED_EXACT else 0.0
     return n_exact
@@ -1052,7 +1053,7 @@ def _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag):
         en = fexp(dn)  # in the storage precision: float32 rows take a float32 log1p
         e = np.float64(en)
         d = np.float64(dn)
-        log_s = np.float64(flog1p(en)) if d != 0 else 0.6931471805599453
+        log_s = np.float64(flog1p_unit(en)) if d != 0 else 0.6931471805599453
         tlo = t1 if hi_is_a else t0
         wlo = w1 if hi_is_a else w0
         tw = w0 * t0 + w1 * t1
@@ -1066,6 +1067,55 @@ def _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag):
         loss[i] = v if ok else np.nan
         tsum[i] = t0 + t1
         flag[i] = 0 if ((t0 >= 0) & (t1 >= 0) & ok) else 1
+
+
+@njit(**_HELPER)
+def _dense_two_class_fused(xf, tf, sw, tsum_tol, st):
+    """The common case of :func:`_dense_two_class_logits` (no class weights, no smoothing,
+    no per-row output) in one loop straight into the block's sums. Returns False, having
+    added nothing, if some row needs a closer look (the caller then takes the general path
+    for the block): a non-finite logit, a loss the float32 sum cannot settle, a negative
+    target or a target row that does not sum to 1. ``sw`` holds a weight for every row."""
+    odd = 0.0
+    loss_sum = 0.0
+    norm_sum = 0.0
+    loss2 = 0.0
+    lossnorm = 0.0
+    norm2 = 0.0
+    for i in range(sw.shape[0]):
+        a = xf[2 * i]
+        b = xf[2 * i + 1]
+        t0 = tf[2 * i]
+        t1 = tf[2 * i + 1]
+        hi_is_a = a >= b
+        dn = b - a if hi_is_a else a - b  # <= 0, in the storage precision
+        en = fexp(dn)
+        d = np.float64(dn)
+        log_s = np.float64(flog1p_unit(en)) if dn != 0 else 0.6931471805599453
+        tlo = np.float64(t1 if hi_is_a else t0)
+        tw = np.float64(t0) + np.float64(t1)
+        v = tw * log_s - (tlo * d if tlo != 0.0 else 0.0)  # 0 * log 0 = 0
+        ok = (abs(a) < np.inf) & (abs(b) < np.inf) & (np.float64(en) >= _TINY)
+        ok &= (t0 >= 0) & (t1 >= 0) & (abs(tw - 1.0) <= tsum_tol)
+        odd += 0.0 if ok else 1.0
+        s = sw[i]
+        c = s * v
+        loss_sum += c
+        norm_sum += s
+        loss2 += c * c
+        lossnorm += c * s
+        norm2 += s * s
+    if odd > 0.0:
+        return False
+    n = np.float64(sw.shape[0])
+    st[ST_LOSS] += loss_sum
+    st[ST_NORM] += norm_sum
+    st[ST_LOSS2] += loss2
+    st[ST_LOSSNORM] += lossnorm
+    st[ST_NORM2] += norm2
+    st[ST_ROWS] += n
+    st[ST_CORRECT] += n  # as _finish_block counts target rows (no accuracy for targets)
+    return True
 
 
 @njit(**_HELPER)
@@ -1252,11 +1302,22 @@ def xent_dense(
 
     ``kind``: 0 logits, 1 probabilities, 2 log-probabilities.
     """
-    n = x.shape[0]
+    n, n_classes = x.shape
     cw_sum = _total(cw)
+    unweighted = True
+    for j in range(n_classes):
+        unweighted &= cw[j] == 1.0
+    fusable = kind == 0 and n_classes == 2 and unweighted and smoothing == 0.0
+    fusable &= out.shape[0] == 0
+    ones = _ones(block_rows if fusable and sw.shape[0] == 0 else 0)  # as in xent_gather_probs
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
         r1 = min(n, r0 + block_rows)
+        sw_b = sw[r0:r1] if sw.shape[0] > 0 else ones[: r1 - r0]
+        if fusable and _dense_two_class_fused(
+            x[r0:r1].reshape(-1), t[r0:r1].reshape(-1), sw_b, tsum_tol, stats[b]
+        ):
+            continue
         loss = np.empty(r1 - r0)
         norm = np.empty(r1 - r0)
         state = np.empty(r1 - r0, np.int8)
