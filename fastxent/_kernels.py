@@ -85,10 +85,6 @@ _PREFETCH_ROWS = 64
 _PREFETCH_MIN_CLASSES = 32
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
-# Dense rows over logits take a masked last 32-chunk instead of a scalar loop tail from this
-# many leftover columns (measured: 4 leftover columns (C = 100) no better with it, 8 leftover
-# (C = 1000) 10-14% faster).
-_MASKED_TAIL_MIN = 8
 
 
 def new_stats(n_blocks: int) -> np.ndarray:
@@ -861,10 +857,10 @@ def xent_gather_probs(
 
 
 @njit(**_HOT)
-def _dense_logits_run(xf, tf, base, n, m, skip):
+def _dense_logits_run(xf, tf, base, n, m):
     """One vector loop over the columns ``[base, base + n)`` of an unweighted row of logits
-    (``m`` its max) and its targets, leaving out the first ``skip``: the sums
-    ``_dense_logits_row`` needs, in the storage precision."""
+    (``m`` its max) and its targets: the sums ``_dense_logits_row`` needs, in the storage
+    precision."""
     acc = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
     cnt = np.float32(0.0)
     ts = np.float32(0.0)
@@ -872,30 +868,32 @@ def _dense_logits_run(xf, tf, base, n, m, skip):
     dx = np.float32(0.0)
     neg = np.float32(0.0)
     for j in range(n):
-        keep = j >= skip
-        v = xf[base + np.uint64(j)] - m
-        # Columns left out become exp(-inf) = 0 with a zero target: no term anywhere.
-        d = v if keep else cast_like(-np.inf, v)
-        tj = tf[base + np.uint64(j)] if keep else cast_like(0.0, v)
+        d = xf[base + np.uint64(j)] - m
+        tj = tf[base + np.uint64(j)]
         e = fexp(d)
         acc += e if d != 0 else np.float32(0.0)
         cnt += np.float32(1.0) if d == 0 else np.float32(0.0)
         ts += tj
         neg += np.float32(1.0) if tj < 0 else np.float32(0.0)
         tx += tj * d if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
-        dx += v if keep else np.float32(0.0)
+        dx += d
     return acc, cnt, ts, neg, tx, dx
 
 
 @njit(**_HOT)
-def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing):
-    """``-sum_j w_j t'_j log_softmax(x)_j`` for the row ``xf[start : start + n_classes]``
-    (targets at the same offsets of ``tf``), its target sum and count of negative targets.
-    The loss is NaN when the fast pass cannot decide (non-finite logits).
+def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing, tail, tstart):
+    """The terms of ``-sum_j w_j t'_j log_softmax(x)_j`` for the row
+    ``xf[start : start + n_classes]`` (targets at the same offsets of ``tf``):
+    ``(u, tw, twx, tsum, tneg)`` with loss = tw * log1p(u) - twx (see :func:`_dense_loss`),
+    the target sum and the count of negative targets; ``u`` leaves out the exp terms of the
+    differences it stores in ``tail``. ``u`` is NaN when the fast pass cannot decide
+    (non-finite logits).
 
-    One fused vector pass after the row max: loss = tw * log S - sum_j w_j t_j (x_j - max),
-    with no per-element log. Terms equal to the max contribute exactly 1 to S: they are
-    counted instead of summed in float32, so log S = log1p(S - 1) keeps its precision.
+    One fused vector pass after the row max: S = 1 + u = sum_j exp(x_j - max) and
+    twx = sum_j w_j t_j (x_j - max), with no per-element log; the log of S is left to a
+    vectorised pass over the block (a scalar float64 log per row cost a fifth of the time).
+    Terms equal to the max contribute exactly 1 to S: they are counted instead of summed in
+    float32, so log S = log1p(S - 1) keeps its precision.
     """
     m = fmax_of(xf, start, n_classes)
     mf = np.float64(m)
@@ -906,12 +904,11 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing)
     wx = 0.0
     tsum = 0.0
     tneg = 0.0
-    # Unweighted rows of 32 or more classes run in whole 32-chunks, then one masked chunk for
-    # the last n_classes % 32 columns when there are enough of them to beat a scalar loop
-    # tail (measured: 8 or more).
-    rem = n_classes % _CHUNK
-    masked_tail = (not weighted) and n_classes >= _CHUNK and rem >= _MASKED_TAIL_MIN
-    n_main = n_classes - rem if masked_tail else n_classes
+    # Unweighted rows run in whole 32-chunks; the last n_classes % 32 differences go to
+    # ``tail[tstart:]`` (0 as -inf), exponentiated later in one flat vector loop over the
+    # block, as in the gather: a scalar loop tail cost 40% of a row of 100 classes.
+    n_tail = _dense_tail(n_classes, weighted)
+    n_main = n_classes - n_tail
     for c0 in range(0, n_main, _RUN):
         base = start + np.uint64(c0)
         if weighted:
@@ -937,21 +934,7 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing)
                 dx += w * d if w != 0 else 0.0
             tw += wts
         else:
-            acc, cnt, ts, neg, tx, dx = _dense_logits_run(
-                xf, tf, base, min(_RUN, n_main - c0), m, 0
-            )
-            if masked_tail and c0 + _RUN >= n_main:
-                # The last n_classes % 32 columns: one more whole 32-chunk ending at the
-                # row's end, counting only the columns the main loop has not seen.
-                last = start + np.uint64(n_classes - _CHUNK)
-                skip = n_main + _CHUNK - n_classes
-                a2, c2, t2, n2, x2, d2 = _dense_logits_run(xf, tf, last, _CHUNK, m, skip)
-                acc += a2
-                cnt += c2
-                ts += t2
-                neg += n2
-                tx += x2
-                dx += d2
+            acc, cnt, ts, neg, tx, dx = _dense_logits_run(xf, tf, base, min(_RUN, n_main - c0), m)
             tw += ts
         total += acc
         hits += cnt
@@ -959,19 +942,49 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing)
         twx += tx
         wx += dx
         tneg += neg
+    for j in range(n_tail):
+        d = xf[start + np.uint64(n_main + j)] - m
+        tj = np.float64(tf[start + np.uint64(n_main + j)])
+        hits += 1.0 if d == 0 else 0.0
+        tw += tj
+        tsum += tj
+        tneg += 1.0 if tj < 0 else 0.0
+        twx += tj * d if tj != 0 else 0.0
+        wx += d
+        tail[tstart + np.uint64(j)] = d if d != 0 else -np.inf
     if not (abs(mf) < np.inf and total < np.inf):
-        return np.nan, tsum, tneg
+        return np.nan, 0.0, 0.0, tsum, tneg
     if total < _TINY:  # terms may have underflowed float32: redo the sum in float64
         total = 0.0
         for j in range(n_classes):
             v = np.float64(xf[start + np.uint64(j)])
             total += math.exp(v - mf) if v != mf else 0.0
-    # A branch, not (hits - 1) + total: reassociation would round 1 + total first.
-    log_s = log1p_f64(total) if hits == 1.0 else log_f64(hits + total)
+        for j in range(n_tail):
+            tail[tstart + np.uint64(j)] = -np.inf  # counted above already
     if smoothing > 0.0:
         tw = _mix(smoothing, tw, cw_sum, n_classes)
         twx = _mix(smoothing, twx, wx, n_classes)
-    return (tw * log_s if tw != 0.0 else 0.0) - twx, tsum, tneg
+    # A select, not (hits - 1) + total alone: reassociation would round 1 + total first,
+    # which only matters (and only happens here) when hits == 1.
+    return total if hits == 1.0 else (hits - 1.0) + total, tw, twx, tsum, tneg
+
+
+@njit(**_HOT)
+def _dense_tail(n_classes, weighted):
+    """How many columns at the end of a row of logits go to the block's tail buffer: the
+    last ``n_classes % 32`` of unweighted rows of 32 or more classes (shorter rows are one
+    loop; measured at C = 10, the buffer costs more than it saves)."""
+    return n_classes % _CHUNK if (not weighted) and n_classes >= _CHUNK else 0
+
+
+@njit(**_HELPER)
+def _dense_loss(u, tw, twx):
+    """``u = tw * log1p(u) - twx`` over a block's rows of logits, one vector loop (a NaN ``u``
+    stays NaN: the row goes to the exact path)."""
+    for i in range(u.shape[0]):
+        v = u[i]
+        loss = (tw[i] * log1p_f64(v) if tw[i] != 0.0 else 0.0) - twx[i]
+        u[i] = loss if v == v else v
 
 
 @njit(**_HOT)
@@ -1182,6 +1195,10 @@ def _dense_block(
     tsum = np.empty(n)
     psum = np.ones(n)
     flag = np.zeros(n, np.int8)
+    tw = np.empty(n if kind == 0 and n_classes > 2 else 0)
+    twx = np.empty(tw.shape[0])
+    n_tail = _dense_tail(n_classes, weighted)
+    tail = np.empty(n * n_tail if tw.shape[0] > 0 else 0, x.dtype)
     # Pass 1: the losses, the sums the checks need, and a flag for rows to look at again.
     if kind == 0 and n_classes == 2:
         _dense_two_class_logits(xf, tf, cw, cw_sum, smoothing, loss, tsum, flag)
@@ -1193,9 +1210,10 @@ def _dense_block(
         for i in range(n):
             start = np.uint64(i * n_classes)
             if kind == 0:
-                v, ts, tn = _dense_logits_row(
-                    xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing
-                )
+                v, tw[i], twx[i], ts, tn = _dense_logits_row(
+                    xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing, tail,
+                    np.uint64(i * n_tail),
+                )  # fmt: skip
                 bad = 1.0 if v != v else 0.0
             else:
                 v, ps, bad, ts, tn = _dense_probs_row(
@@ -1215,6 +1233,16 @@ def _dense_block(
             loss[i] = v
             tsum[i] = ts
             flag[i] = 1 if (bad > 0 or tn > 0) else 0
+        if kind == 0:
+            # The columns past the last whole chunk, exponentiated in one flat vector loop.
+            for j in range(tail.shape[0]):
+                tail[j] = fexp(tail[j])
+            for i in range(n if n_tail > 0 else 0):
+                t_sum = 0.0
+                for j in range(n_tail):
+                    t_sum += tail[i * n_tail + j]
+                loss[i] += t_sum
+            _dense_loss(loss, tw, twx)
     # Pass 2: row states and the sum-to-1 records. A branch-free scan first: in the common
     # case (no flagged row, every sum within tolerance) it is all there is to do.
     n_odd = 0.0
