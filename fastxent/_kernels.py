@@ -865,7 +865,6 @@ def _dense_logits_run(xf, tf, base, n, m):
     cnt = np.float32(0.0)
     ts = np.float32(0.0)
     tx = np.float32(0.0)
-    dx = np.float32(0.0)
     neg = np.float32(0.0)
     for j in range(n):
         d = xf[base + np.uint64(j)] - m
@@ -876,8 +875,7 @@ def _dense_logits_run(xf, tf, base, n, m):
         ts += tj
         neg += np.float32(1.0) if tj < 0 else np.float32(0.0)
         tx += tj * d if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
-        dx += d
-    return acc, cnt, ts, neg, tx, dx
+    return acc, cnt, ts, neg, tx
 
 
 @njit(**_HOT)
@@ -934,8 +932,9 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing,
                 dx += w * d if w != 0 else 0.0
             tw += wts
         else:
-            acc, cnt, ts, neg, tx, dx = _dense_logits_run(xf, tf, base, min(_RUN, n_main - c0), m)
+            acc, cnt, ts, neg, tx = _dense_logits_run(xf, tf, base, min(_RUN, n_main - c0), m)
             tw += ts
+            dx = 0.0  # unweighted rows sum the differences only for smoothing, below
         total += acc
         hits += cnt
         tsum += ts
@@ -950,7 +949,6 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing,
         tsum += tj
         tneg += 1.0 if tj < 0 else 0.0
         twx += tj * d if tj != 0 else 0.0
-        wx += d
         tail[tstart + np.uint64(j)] = d if d != 0 else -np.inf
     if not (abs(mf) < np.inf and total < np.inf):
         return np.nan, 0.0, 0.0, tsum, tneg
@@ -962,6 +960,9 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing,
         for j in range(n_tail):
             tail[tstart + np.uint64(j)] = -np.inf  # counted above already
     if smoothing > 0.0:
+        if not weighted:
+            for j in range(n_classes):
+                wx += np.float64(xf[start + np.uint64(j)] - m)
         tw = _mix(smoothing, tw, cw_sum, n_classes)
         twx = _mix(smoothing, twx, wx, n_classes)
     # A select, not (hits - 1) + total alone: reassociation would round 1 + total first,
