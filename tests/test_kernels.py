@@ -175,19 +175,22 @@ def test_logits_row_paths_against_reference(rng, n_classes, dtype):
 @pytest.mark.parametrize("n_classes", [2, 3, 31, 32, 33, 40, 63, 100, 1000, 1025, 3000])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_soft_target_row_paths_against_reference(rng, n_classes, dtype):
-    """Soft targets over logits: scalar tails, whole chunks, the masked last chunk (a column
-    range read twice must count once: the row max and a tie sit in the overlap), -inf logits
-    with zero targets, zero targets, several float32 runs, label smoothing."""
+    """Soft targets over logits: short rows, whole 32-chunks, the last C % 32 columns (taken
+    through the block's tail buffer: the row max in the chunks tied with a tail column, the
+    max in the tail, -inf logits with zero targets there), zero targets, several float32
+    runs, label smoothing."""
     n = 61
     x = (rng.standard_normal((n, n_classes)) * 4).astype(dtype)
     t = rng.random((n, n_classes))
     t[:, ::3] = 0.0
+    main_col = n_classes - n_classes % 32 - 1  # the last column of the whole chunks
+    tail_col = n_classes - 1  # in the tail unless C % 32 == 0
     if n_classes > 32:
-        overlap = n_classes - 32 + (n_classes % 32) // 2  # inside [C - 32, C - C % 32)
-        x[:20, overlap] = 50.0  # the row max ...
-        x[:10, n_classes - 1] = 50.0  # ... tied with a column of the masked tail
-        x[20:30, overlap] = -np.inf
-        t[20:30, overlap] = 0.0
+        x[:20, main_col] = 50.0  # the row max ...
+        x[:10, tail_col] = 50.0  # ... tied with a tail column
+        x[30:40, tail_col] = 60.0  # the row max in the tail
+        x[20:30, tail_col] = -np.inf
+        t[20:30, tail_col] = 0.0
     t /= t.sum(axis=1, keepdims=True)
     for smoothing in (0.0, 0.1):
         got = fx.cross_entropy(
@@ -200,8 +203,8 @@ def test_soft_target_row_paths_against_reference(rng, n_classes, dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=1e-300)
     if n_classes > 32:
         bad = x.copy()
-        bad[5, n_classes - 33] = np.nan  # read by the main loop only, next to the overlap
-        bad[7, n_classes - 1] = np.nan  # read by the masked chunk only
+        bad[5, main_col] = np.nan  # read by the chunk loop
+        bad[7, tail_col] = np.nan  # read in the tail
         got = fx.cross_entropy(bad, t, pred_kind="logits", reduction="none", nan_policy="propagate")
         assert np.isnan(got[[5, 7]]).all()
         assert np.isfinite(np.delete(got, [5, 7])).all()
