@@ -163,6 +163,15 @@ def _ones(n):
 
 
 @njit(**_HELPER)
+def _all_ones(a):
+    """True if every class weight is 1 (no weighting)."""
+    ones = True
+    for j in range(a.shape[0]):
+        ones &= a[j] == 1.0
+    return ones
+
+
+@njit(**_HELPER)
 def _total(a):
     """Sum of a small float64 array (the class weights)."""
     acc = 0.0
@@ -372,7 +381,7 @@ def _apply_class_weights(labels, cw, loss, norm):
 
 @njit(**_HELPER)
 def _gather_logits_block(
-    x, labels, cw, cw_sum, has_ignore, ignore_index, smoothing, u, norm, state, tail
+    x, labels, cw, cw_sum, has_ignore, ignore_index, smoothing, plain, u, norm, state, tail
 ):
     n, n_classes = x.shape
     xf = x.reshape(-1)
@@ -414,8 +423,12 @@ def _gather_logits_block(
             u[i] += t
         # Rows the fast pass could not settle, found by a branch-free scan (usually none).
         n_odd = 0.0
+        n_plain = 0.0
         for i in range(n):
             n_odd += 1.0 if _needs_exact(state[i], u[i]) | (state[i] == _TIE) else 0.0
+            n_plain += 1.0 if state[i] <= _FAST_MISS else 0.0
+        if plain and n_odd == 0.0 and n_plain == n:
+            return True  # every row scored by the fast pass: the caller takes the logs
         if n_odd > 0.0:
             for i in range(n):
                 row = xf[i * n_classes : (i + 1) * n_classes]
@@ -437,6 +450,36 @@ def _gather_logits_block(
                 continue
             row = xf[i * n_classes : (i + 1) * n_classes]
             u[i] = _mix(smoothing, u[i], _smoothing_term(row, cw), n_classes)
+    return False
+
+
+@njit(**_HELPER)
+def _plain_logits_sums(u, state, sw, st):
+    """The block's sums straight from ``u = sum_{j != y} exp(x_j - x_y)`` when every row was
+    scored by the fast pass with no class weights, smoothing or per-row output: the log, the
+    sample weights and the sums of :func:`_finish_block` in one vector loop."""
+    loss_sum = 0.0
+    norm_sum = 0.0
+    loss2 = 0.0
+    lossnorm = 0.0
+    norm2 = 0.0
+    correct = 0.0
+    for i in range(u.shape[0]):
+        s = sw[i]
+        a = s * log1p_f64(u[i]) if s != 0.0 else 0.0
+        loss_sum += a
+        norm_sum += s
+        loss2 += a * a
+        lossnorm += a * s
+        norm2 += s * s
+        correct += 1.0 if state[i] == _FAST_HIT else 0.0
+    st[ST_LOSS] += loss_sum
+    st[ST_NORM] += norm_sum
+    st[ST_LOSS2] += loss2
+    st[ST_LOSSNORM] += lossnorm
+    st[ST_NORM2] += norm2
+    st[ST_ROWS] += u.shape[0]
+    st[ST_CORRECT] += correct
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -446,6 +489,8 @@ def xent_gather_logits(
     """Integer labels, logits: ``logsumexp(x_i) - x_i[y_i]`` fused with the gather."""
     n = x.shape[0]
     cw_sum = _total(cw)
+    plain = smoothing == 0.0 and out.shape[0] == 0 and _all_ones(cw)
+    ones = _ones(block_rows if plain and sw.shape[0] == 0 else 0)  # as in xent_gather_probs
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
         r1 = min(n, r0 + block_rows)
@@ -453,7 +498,7 @@ def xent_gather_logits(
         norm = np.empty(r1 - r0)
         state = np.empty(r1 - r0, np.int8)
         tail = np.empty((r1 - r0) * (x.shape[1] % _CHUNK), x.dtype)
-        _gather_logits_block(
+        if _gather_logits_block(
             x[r0:r1],
             labels[r0:r1],
             cw,
@@ -461,11 +506,16 @@ def xent_gather_logits(
             has_ignore,
             ignore_index,
             smoothing,
+            plain,
             u,
             norm,
             state,
             tail,
-        )
+        ):
+            _plain_logits_sums(
+                u, state, sw[r0:r1] if sw.shape[0] > 0 else ones[: r1 - r0], stats[b]
+            )
+            continue
         _finish_block(
             state,
             u,
@@ -1189,9 +1239,7 @@ def _dense_block(
     n, n_classes = x.shape
     xf = x.reshape(-1)
     tf = t.reshape(-1)
-    weighted = False
-    for j in range(n_classes):
-        weighted |= cw[j] != 1.0
+    weighted = not _all_ones(cw)
     is_log = kind == 2
     tsum = np.empty(n)
     psum = np.ones(n)
@@ -1333,10 +1381,7 @@ def xent_dense(
     """
     n, n_classes = x.shape
     cw_sum = _total(cw)
-    unweighted = True
-    for j in range(n_classes):
-        unweighted &= cw[j] == 1.0
-    fusable = kind == 0 and n_classes == 2 and unweighted and smoothing == 0.0
+    fusable = kind == 0 and n_classes == 2 and _all_ones(cw) and smoothing == 0.0
     fusable &= out.shape[0] == 0
     ones = _ones(block_rows if fusable and sw.shape[0] == 0 else 0)  # as in xent_gather_probs
     for b in prange(stats.shape[0]):
