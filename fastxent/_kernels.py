@@ -95,6 +95,18 @@ def new_stats(n_blocks: int) -> np.ndarray:
 
 
 @njit(**_HELPER)
+def _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, rows, correct):
+    """Add a block's sums of ``a_i = s_i * loss_i`` and ``b_i`` (see ``ST_*``) to ``st``."""
+    st[ST_LOSS] += loss_sum
+    st[ST_NORM] += norm_sum
+    st[ST_LOSS2] += loss2
+    st[ST_LOSSNORM] += lossnorm
+    st[ST_NORM2] += norm2
+    st[ST_ROWS] += rows
+    st[ST_CORRECT] += correct
+
+
+@njit(**_HELPER)
 def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
     """Turn per-row losses and states into the block's ``stats`` row (and ``out``).
 
@@ -135,14 +147,8 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
             s = sw[i] if has_sw else 1.0
             a = s * loss[i] if (scored & (s != 0.0)) else 0.0
             out[i] = a if scored else (0.0 if k == _IGNORED else np.nan)
-    st[ST_LOSS] += loss_sum
-    st[ST_NORM] += norm_sum
-    st[ST_LOSS2] += loss2
-    st[ST_LOSSNORM] += lossnorm
-    st[ST_NORM2] += norm2
-    st[ST_ROWS] += rows
+    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, rows, correct)
     st[ST_IGNORED] += ignored
-    st[ST_CORRECT] += correct
     if flagged > 0.0:
         for i in range(state.shape[0]):
             k = state[i]
@@ -473,13 +479,7 @@ def _plain_logits_sums(u, state, sw, st):
         lossnorm += a * s
         norm2 += s * s
         correct += 1.0 if state[i] == _FAST_HIT else 0.0
-    st[ST_LOSS] += loss_sum
-    st[ST_NORM] += norm_sum
-    st[ST_LOSS2] += loss2
-    st[ST_LOSSNORM] += lossnorm
-    st[ST_NORM2] += norm2
-    st[ST_ROWS] += u.shape[0]
-    st[ST_CORRECT] += correct
+    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, u.shape[0], correct)
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -674,12 +674,7 @@ def _gather_probs_fused(
                 norm2 += b * b
     if bad > 0.0:
         return False
-    st[ST_LOSS] += loss_sum
-    st[ST_NORM] += norm_sum
-    st[ST_LOSS2] += loss2
-    st[ST_LOSSNORM] += lossnorm
-    st[ST_NORM2] += norm2
-    st[ST_ROWS] += n
+    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, n, 0.0)
     return True
 
 
@@ -1172,13 +1167,8 @@ def _dense_two_class_fused(xf, tf, sw, tsum_tol, st):
     if odd > 0.0:
         return False
     n = np.float64(sw.shape[0])
-    st[ST_LOSS] += loss_sum
-    st[ST_NORM] += norm_sum
-    st[ST_LOSS2] += loss2
-    st[ST_LOSSNORM] += lossnorm
-    st[ST_NORM2] += norm2
-    st[ST_ROWS] += n
-    st[ST_CORRECT] += n  # as _finish_block counts target rows (no accuracy for targets)
+    # Every target row counts as correct, as in _finish_block (no accuracy for targets).
+    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, n, n)
     return True
 
 
