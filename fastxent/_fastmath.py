@@ -151,17 +151,9 @@ _F32_TINY = np.float32(1.17549435e-38)
 
 
 @njit(**_MATH)
-def log_f32(x):
-    """Natural log of a float32 within about 1 ulp (Cephes ``logf``)."""
-    sub = x < _F32_TINY
-    xs = x * _F32_TWO23 if sub else x
-    bits = _bits_from_f32(xs)
-    e = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
-    m = _f32_from_bits(np.int32((bits & np.int32(-2139095041)) | np.int32(0x3F000000)))  # [0.5, 1)
-    small = m < _F32_SQRTH
-    ef = np.float32(e) - (np.float32(1.0) if small else np.float32(0.0))
-    ef = ef - (np.float32(23.0) if sub else np.float32(0.0))
-    f = (m + m if small else m) - np.float32(1.0)
+def _logf_reduced(f, ef):
+    """``log((1 + f) * 2**ef)`` for float32 ``f`` in [sqrt(1/2) - 1, sqrt(2) - 1] (Cephes
+    ``logf``'s polynomial and its split ln 2)."""
     z = f * f
     y = np.float32(7.0376836292e-2)
     y = y * f - np.float32(1.1514610310e-1)
@@ -173,9 +165,24 @@ def log_f32(x):
     y = y * f - np.float32(2.4999993993e-1)
     y = y * f + np.float32(3.3333331174e-1)
     y = y * f * z
-    y = y + ef * np.float32(-2.12194440e-4)
+    y = y + ef * _F32_LN2_LO
     y = y - np.float32(0.5) * z
-    res = f + y + ef * np.float32(0.693359375)
+    return f + y + ef * _F32_LN2_HI
+
+
+@njit(**_MATH)
+def log_f32(x):
+    """Natural log of a float32 within about 1 ulp (Cephes ``logf``)."""
+    sub = x < _F32_TINY
+    xs = x * _F32_TWO23 if sub else x
+    bits = _bits_from_f32(xs)
+    e = ((bits >> np.int32(23)) & np.int32(0xFF)) - np.int32(126)
+    m = _f32_from_bits(np.int32((bits & np.int32(-2139095041)) | np.int32(0x3F000000)))  # [0.5, 1)
+    small = m < _F32_SQRTH
+    ef = np.float32(e) - (np.float32(1.0) if small else np.float32(0.0))
+    ef = ef - (np.float32(23.0) if sub else np.float32(0.0))
+    f = (m + m if small else m) - np.float32(1.0)
+    res = _logf_reduced(f, ef)
     res = res if x > 0 else (np.float32(-np.inf) if x == 0 else np.float32(np.nan))
     res = res if x < np.float32(np.inf) else x
     return res if x == x else x
@@ -245,24 +252,10 @@ def log1p_unit_f32(u):
     general log1p in a vector loop.
     """
     big = u > _F32_SQRT2M1
-    half = np.float32(0.5)
     one = np.float32(1.0)
-    f = (u - one) * half if big else u
+    f = (u - one) * np.float32(0.5) if big else u
     ef = one if big else np.float32(0.0)
-    z = f * f
-    y = np.float32(7.0376836292e-2)
-    y = y * f - np.float32(1.1514610310e-1)
-    y = y * f + np.float32(1.1676998740e-1)
-    y = y * f - np.float32(1.2420140846e-1)
-    y = y * f + np.float32(1.4249322787e-1)
-    y = y * f - np.float32(1.6668057665e-1)
-    y = y * f + np.float32(2.0000714765e-1)
-    y = y * f - np.float32(2.4999993993e-1)
-    y = y * f + np.float32(3.3333331174e-1)
-    y = y * f * z
-    y = y + ef * _F32_LN2_LO
-    y = y - half * z
-    return f + y + ef * _F32_LN2_HI
+    return _logf_reduced(f, ef)
 
 
 def _by_precision(generic, f32, f64):
