@@ -33,8 +33,9 @@ from ._fastmath import (
     flog1p_unit,
     fmax_of,
     log1p_f64,
-    log_f64,
-    pick,
+    log_prob_for,
+    pairs_of,
+    pick_in_pair,
     prefetch2d,
 )
 
@@ -592,13 +593,15 @@ def _probs_row_check(row, lab, is_log, log_tol):
 
 
 @njit(**_HOT)
-def _fused_terms(v, lab, labc, wy, s, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol):
-    """One row of :func:`_gather_probs_fused`: ``(bad, a, b)`` for the entry ``v`` read at the
-    clamped label ``labc``; ``bad`` is 1.0 if the row needs the general path."""
+def _fused_terms(
+    x, v, lab, labc, wy, s, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol
+):
+    """One row of :func:`_gather_probs_fused`: ``(bad, a, b)`` for the entry ``v`` read from ``x``
+    at the clamped label ``labc``; ``bad`` is 1.0 if the row needs the general path."""
     # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
     good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
     good = good & (lab == labc) & (not (has_ignore & (lab == ignore_index)))
-    lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+    lq = v if is_log else log_prob_for(x, min(max(v, clip_lo), clip_hi))
     b = s * wy
     a = -b * lq if b != 0.0 else 0.0
     return 0.0 if good else 1.0, a, b
@@ -606,7 +609,7 @@ def _fused_terms(v, lab, labc, wy, s, has_ignore, ignore_index, is_log, clip_lo,
 
 @njit(**_HELPER)
 def _gather_probs_fused(
-    x, labels, cw, sw, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol, st
+    x, labels, cw, cw_ones, sw, has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol, st
 ):
     """The common case of the O(N) gather in one vector loop straight into the block's sums:
     no smoothing, no per-row output, and every row usable (``sw`` holds a weight for every
@@ -626,15 +629,32 @@ def _gather_probs_fused(
     loss2 = 0.0
     lossnorm = 0.0
     norm2 = 0.0
-    if n_classes == 2:
+    if n_classes == 2 and cw_ones:
+        pairs = pairs_of(x)
+        for i in range(n):
+            lab = labels[i]
+            labc = 0 if lab < 1 else 1
+            v = np.float64(pick_in_pair(pairs, x, i, labc == 1))
+            r, a, b = _fused_terms(
+                x, v, lab, labc, 1.0, sw[i], has_ignore, ignore_index, is_log, clip_lo, clip_hi,
+                log_tol,
+            )  # fmt: skip
+            bad += r
+            loss_sum += a
+            norm_sum += b
+            loss2 += a * a
+            lossnorm += a * b
+            norm2 += b * b
+    elif n_classes == 2:
+        pairs = pairs_of(x)
         w0 = cw[0]
         w1 = cw[1]
         for i in range(n):
             lab = labels[i]
             labc = 0 if lab < 1 else 1
-            v = np.float64(pick(labc == 1, x[i, 0], x[i, 1]))
+            v = np.float64(pick_in_pair(pairs, x, i, labc == 1))
             r, a, b = _fused_terms(
-                v, lab, labc, w1 if labc == 1 else w0, sw[i], has_ignore,
+                x, v, lab, labc, w1 if labc == 1 else w0, sw[i], has_ignore,
                 ignore_index, is_log, clip_lo, clip_hi, log_tol,
             )  # fmt: skip
             bad += r
@@ -648,7 +668,7 @@ def _gather_probs_fused(
             lab = labels[i]
             labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
             r, a, b = _fused_terms(
-                np.float64(x[i, labc]), lab, labc, cw[labc], sw[i],
+                x, np.float64(x[i, labc]), lab, labc, cw[labc], sw[i],
                 has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol,
             )  # fmt: skip
             bad += r
@@ -666,7 +686,7 @@ def _gather_probs_fused(
                 lab = labels[i]
                 labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
                 r, a, b = _fused_terms(
-                    np.float64(x[i, labc]), lab, labc, cw[labc], sw[i],
+                    x, np.float64(x[i, labc]), lab, labc, cw[labc], sw[i],
                     has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol,
                 )  # fmt: skip
                 bad += r
@@ -708,7 +728,7 @@ def _gather_probs_pass(
         # NaN fails every comparison; a log-probability of -inf (probability 0) is valid.
         good = (v <= log_tol) if is_log else ((v >= 0.0) & (v <= 1.0))
         flagged += 0.0 if good else 1.0
-        lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+        lq = v if is_log else log_prob_for(x, min(max(v, clip_lo), clip_hi))
         wy = norm[i]
         loss = -wy * lq
         u[i] = loss if wy != 0.0 else 0.0
@@ -799,7 +819,7 @@ def _gather_probs_block(
             u[i] = v if is_log else min(max(v, clip_lo), clip_hi)
     if not is_log:
         for i in range(n):
-            u[i] = log_f64(u[i])
+            u[i] = log_prob_for(x, u[i])
     for i in range(n):
         k = state[i]
         if k > _NONFINITE:
@@ -824,7 +844,7 @@ def _gather_probs_smoothing(x, labels, cw, is_log, clip_lo, clip_hi, smoothing, 
         for j in range(n_classes):
             w = cw[j]
             v = np.float64(x[i, j])
-            lq = v if is_log else log_f64(min(max(v, clip_lo), clip_hi))
+            lq = v if is_log else log_prob_for(x, min(max(v, clip_lo), clip_hi))
             acc -= w * lq if w != 0.0 else 0.0
         u[i] = _mix(smoothing, u[i], acc, n_classes)
 
@@ -857,6 +877,7 @@ def xent_gather_probs(
     n = x.shape[0]
     cw_sum = _total(cw)
     fusable = not full_rows and smoothing == 0.0 and out.shape[0] == 0
+    cw_ones = _all_ones(cw)
     # Sample weights of 1 when there are none: a load in the fused loop is cheaper than a
     # select on whether there are weights (which stops LLVM vectorising it well).
     ones = _ones(block_rows if fusable and sw.shape[0] == 0 else 0)
@@ -865,7 +886,7 @@ def xent_gather_probs(
         r1 = min(n, r0 + block_rows)
         sw_b = sw[r0:r1] if sw.shape[0] > 0 else ones[: r1 - r0]
         if fusable and _gather_probs_fused(
-            x[r0:r1], labels[r0:r1], cw, sw_b, has_ignore, ignore_index, is_log, clip_lo,
+            x[r0:r1], labels[r0:r1], cw, cw_ones, sw_b, has_ignore, ignore_index, is_log, clip_lo,
             clip_hi, log_tol, stats[b],
         ):  # fmt: skip
             continue

@@ -15,6 +15,9 @@ import numpy as np
 
 from ._errors import InvalidTypeError, InvalidValueError
 
+# A clip below this would hand a subnormal to the kernels' logs, which assume normal numbers.
+_SMALLEST_NORMAL = float(np.finfo(np.float64).tiny)
+
 PRED_KINDS = ("probs", "logits", "log_probs")
 REDUCTIONS = ("mean", "sum", "none")
 NAN_POLICIES = ("raise", "omit", "propagate")
@@ -82,6 +85,11 @@ class Options:
             eps = float(eps)
             if not 0.0 <= eps < 0.5:
                 raise InvalidValueError(f"eps must be 'auto' or a number in [0, 0.5); got {eps!r}.")
+            if 0.0 < eps < _SMALLEST_NORMAL:
+                raise InvalidValueError(
+                    f"eps must be 0 or at least {_SMALLEST_NORMAL!r} (the smallest normal "
+                    f"float64); got the subnormal {eps!r}. Use eps=0 to turn clipping off."
+                )
         if weight is not None:
             weight = _as_vector(weight, "weight")
             bad = ~(np.isfinite(weight) & (weight >= 0))

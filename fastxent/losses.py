@@ -70,8 +70,9 @@ def cross_entropy(
         distributions become ``(1 - e) t + e / C``.
     eps : "auto" or float, default "auto"
         Probability clipping for ``pred_kind="probs"``: probabilities are clipped to
-        ``[eps, 1 - eps]``; ``"auto"`` uses ``np.finfo(pred.dtype).eps`` (sklearn's rule);
-        ``0`` disables clipping, so a true-class probability of 0 gives ``inf`` (never NaN).
+        ``[eps, 1 - eps]``; ``"auto"`` uses ``np.finfo(pred.dtype).eps`` (sklearn's rule); a
+        float must lie in ``[0, 0.5)`` and not be subnormal; ``0`` disables clipping, so a
+        true-class probability of 0 gives ``inf`` (never NaN).
     nan_policy : {"raise", "omit", "propagate"}, default "raise"
         A prediction that is NaN or +inf (or ±inf for probabilities) where it reaches the
         loss: raise an error naming the row, skip the row, or return NaN. A logit or

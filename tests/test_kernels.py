@@ -12,7 +12,16 @@ from naive import naive_cross_entropy
 from numba import njit
 
 import fastxent as fx
-from fastxent._fastmath import exp_f32, exp_f64, log1p_f64, log1p_unit_f32, log_f64
+from fastxent._fastmath import (
+    exp_f32,
+    exp_f64,
+    log1p_f64,
+    log1p_unit_f32,
+    log_f64,
+    log_prob_f64,
+    pairs_of,
+    pick_in_pair,
+)
 
 
 @njit
@@ -31,6 +40,21 @@ def _map_exp64(x, out):
 def _map_log64(x, out):
     for i in range(x.shape[0]):
         out[i] = log_f64(x[i])
+
+
+@njit
+def _map_log_prob(x, out):
+    for i in range(x.shape[0]):
+        out[i] = log_prob_f64(x[i])
+
+
+@njit
+def _pick_every_row(x, take):
+    pairs = pairs_of(x)
+    out = np.empty(x.shape[0], x.dtype)
+    for i in range(x.shape[0]):
+        out[i] = pick_in_pair(pairs, x, i, take[i])
+    return out
 
 
 @njit
@@ -148,6 +172,32 @@ def test_log_f64_matches_numpy_including_subnormals_and_specials(rng):
     assert np.all(got[x == 0.0] == -np.inf)
     assert np.isnan(got[x == -1.0]).all() and np.isnan(got[np.isnan(x)]).all()
     assert got[x == np.inf][0] == np.inf
+
+
+def test_log_prob_f64_is_within_3e_12_for_every_float32_mantissa():
+    # The float32 gather takes log_prob_f64 of probabilities read from float32, clamped into
+    # [eps, 1 - eps]: every float32 mantissa, at exponents from float32's subnormals to 1.
+    mantissas = np.arange(1 << 23, 1 << 24, dtype=np.float64)  # [2**23, 2**24)
+    for exponent in (-24, -25, -60, -149):
+        x = np.concatenate([mantissas * 2.0**exponent, [1.0]])
+        got = _apply(_map_log_prob, x)
+        want = np.log(x)
+        nonzero = want != 0
+        assert (np.abs(got[nonzero] - want[nonzero]) / np.abs(want[nonzero])).max() < 3.1e-12
+    edges = np.array([0.0, 1.0, 2.2250738585072014e-308, 1e-300, 1e-45, 2.0**-23, 1 - 2.0**-24])
+    got = _apply(_map_log_prob, edges)
+    assert got[0] == -np.inf and got[1] == 0.0
+    np.testing.assert_allclose(got[2:], np.log(edges[2:]), rtol=3.1e-12)
+
+
+@pytest.mark.parametrize("layout", ["C", "strided", "float64"])
+def test_pick_in_pair_reads_the_requested_column(rng, layout):
+    wide = rng.random((1000, 4)).astype(np.float64 if layout == "float64" else np.float32)
+    x = wide[:, 1:3] if layout == "strided" else np.ascontiguousarray(wide[:, :2])
+    take = rng.random(1000) < 0.5
+    got = _pick_every_row(x, take)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got, np.where(take, x[:, 1], x[:, 0]))
 
 
 def test_log1p_f64_is_accurate_for_tiny_and_huge_arguments(rng):

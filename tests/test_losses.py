@@ -266,7 +266,26 @@ def test_auto_eps_clips_to_the_pred_dtype():
     for dtype in FLOAT_DTYPES:
         eps = float(np.finfo(dtype).eps)
         rows = cross_entropy(p.astype(dtype), labels, reduction="none")
-        np.testing.assert_allclose(rows, [-math.log(eps), -math.log1p(-eps)], rtol=1e-12)
+        # float16/32 probabilities take a log good to 3e-12 (their tolerance is 1e-6)
+        rtol = 1e-12 if dtype == np.float64 else 3.1e-12
+        np.testing.assert_allclose(rows, [-math.log(eps), -math.log1p(-eps)], rtol=rtol)
+
+
+@pytest.mark.parametrize("eps", [5e-324, 1e-310])
+def test_subnormal_eps_is_rejected_with_the_fix(eps):
+    # The float32 kernels' log assumes normal numbers; a subnormal clip is an error, not a
+    # silently different loss.
+    p = np.array([[0.0, 1.0], [0.5, 0.5]], dtype=np.float32)
+    with pytest.raises(
+        ValueError, match=r"eps must be 0 or at least 2\.2250738585072014e-308"
+    ) as info:
+        cross_entropy(p, np.array([0, 1]), eps=eps)
+    assert "eps=0" in str(info.value)
+    np.testing.assert_allclose(
+        cross_entropy(p.astype(np.float64), np.array([0, 1]), eps=2.2250738585072014e-308),
+        (-math.log(2.2250738585072014e-308) + math.log(2)) / 2,
+        rtol=1e-12,
+    )
 
 
 # --------------------------------------------------------------------------- shapes, dtypes
