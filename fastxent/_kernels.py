@@ -95,9 +95,23 @@ def new_stats(n_blocks: int) -> np.ndarray:
     return stats
 
 
+#: The five running sums of a block, as :func:`_row_sums` starts them.
+_NO_SUMS = (0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@njit(**_HOT)
+def _row_sums(sums, a, b):
+    """``sums`` (of ``a``, ``b``, ``a*a``, ``a*b``, ``b*b``; see ``ST_*``) with one row's
+    ``a_i = s_i * loss_i`` and ``b_i`` added. A tuple in, a tuple out: the hot loops keep the
+    five sums in registers as if written out."""
+    loss_sum, norm_sum, loss2, lossnorm, norm2 = sums
+    return loss_sum + a, norm_sum + b, loss2 + a * a, lossnorm + a * b, norm2 + b * b
+
+
 @njit(**_HELPER)
-def _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, rows, correct):
-    """Add a block's sums of ``a_i = s_i * loss_i`` and ``b_i`` (see ``ST_*``) to ``st``."""
+def _add_sums(st, sums, rows, correct):
+    """Add a block's :func:`_row_sums` to its ``stats`` row ``st``."""
+    loss_sum, norm_sum, loss2, lossnorm, norm2 = sums
     st[ST_LOSS] += loss_sum
     st[ST_NORM] += norm_sum
     st[ST_LOSS2] += loss2
@@ -117,11 +131,7 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
     """
     has_sw = sw.shape[0] > 0
     want_out = out.shape[0] > 0
-    loss_sum = 0.0
-    norm_sum = 0.0
-    loss2 = 0.0
-    lossnorm = 0.0
-    norm2 = 0.0
+    sums = _NO_SUMS
     rows = 0.0
     ignored = 0.0
     correct = 0.0
@@ -132,11 +142,7 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
         s = sw[i] if has_sw else 1.0
         a = s * loss[i] if (scored & (s != 0.0)) else 0.0
         b = s * norm[i] if scored else 0.0
-        loss_sum += a
-        norm_sum += b
-        loss2 += a * a
-        lossnorm += a * b
-        norm2 += b * b
+        sums = _row_sums(sums, a, b)
         rows += 1.0 if scored else 0.0
         correct += 1.0 if ((k == _FAST_HIT) | (k == _EXACT_HIT)) else 0.0
         ignored += 1.0 if k == _IGNORED else 0.0
@@ -148,7 +154,7 @@ def _finish_block(state, loss, norm, sw, omit_nan, out, st, r0):
             s = sw[i] if has_sw else 1.0
             a = s * loss[i] if (scored & (s != 0.0)) else 0.0
             out[i] = a if scored else (0.0 if k == _IGNORED else np.nan)
-    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, rows, correct)
+    _add_sums(st, sums, rows, correct)
     st[ST_IGNORED] += ignored
     if flagged > 0.0:
         for i in range(state.shape[0]):
@@ -468,22 +474,14 @@ def _plain_logits_sums(u, state, sw, st):
     """The block's sums straight from ``u = sum_{j != y} exp(x_j - x_y)`` when every row was
     scored by the fast pass with no class weights, smoothing or per-row output: the log, the
     sample weights and the sums of :func:`_finish_block` in one vector loop."""
-    loss_sum = 0.0
-    norm_sum = 0.0
-    loss2 = 0.0
-    lossnorm = 0.0
-    norm2 = 0.0
+    sums = _NO_SUMS
     correct = 0.0
     for i in range(u.shape[0]):
         s = sw[i]
         a = s * log1p_f64(u[i]) if s != 0.0 else 0.0
-        loss_sum += a
-        norm_sum += s
-        loss2 += a * a
-        lossnorm += a * s
-        norm2 += s * s
+        sums = _row_sums(sums, a, s)
         correct += 1.0 if state[i] == _FAST_HIT else 0.0
-    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, u.shape[0], correct)
+    _add_sums(st, sums, u.shape[0], correct)
 
 
 @njit(**PARALLEL_OPTIONS)
@@ -624,11 +622,7 @@ def _gather_probs_fused(
     """
     n, n_classes = x.shape
     bad = 0.0
-    loss_sum = 0.0
-    norm_sum = 0.0
-    loss2 = 0.0
-    lossnorm = 0.0
-    norm2 = 0.0
+    sums = _NO_SUMS
     if n_classes == 2 and cw_ones:
         pairs = pairs_of(x)
         for i in range(n):
@@ -640,11 +634,7 @@ def _gather_probs_fused(
                 log_tol,
             )  # fmt: skip
             bad += r
-            loss_sum += a
-            norm_sum += b
-            loss2 += a * a
-            lossnorm += a * b
-            norm2 += b * b
+            sums = _row_sums(sums, a, b)
     elif n_classes == 2:
         pairs = pairs_of(x)
         w0 = cw[0]
@@ -658,11 +648,7 @@ def _gather_probs_fused(
                 ignore_index, is_log, clip_lo, clip_hi, log_tol,
             )  # fmt: skip
             bad += r
-            loss_sum += a
-            norm_sum += b
-            loss2 += a * a
-            lossnorm += a * b
-            norm2 += b * b
+            sums = _row_sums(sums, a, b)
     elif n_classes < _PREFETCH_MIN_CLASSES:
         for i in range(n):
             lab = labels[i]
@@ -672,11 +658,7 @@ def _gather_probs_fused(
                 has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol,
             )  # fmt: skip
             bad += r
-            loss_sum += a
-            norm_sum += b
-            loss2 += a * a
-            lossnorm += a * b
-            norm2 += b * b
+            sums = _row_sums(sums, a, b)
     else:
         for c0 in range(0, n, _PREFETCH_ROWS):
             c1 = min(n, c0 + _PREFETCH_ROWS)
@@ -690,14 +672,10 @@ def _gather_probs_fused(
                     has_ignore, ignore_index, is_log, clip_lo, clip_hi, log_tol,
                 )  # fmt: skip
                 bad += r
-                loss_sum += a
-                norm_sum += b
-                loss2 += a * a
-                lossnorm += a * b
-                norm2 += b * b
+                sums = _row_sums(sums, a, b)
     if bad > 0.0:
         return False
-    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, n, 0.0)
+    _add_sums(st, sums, n, 0.0)
     return True
 
 
@@ -1169,11 +1147,7 @@ def _dense_two_class_fused(xf, tf, sw, tsum_tol, st):
     for the block): a non-finite logit, a loss the float32 sum cannot settle, a negative
     target or a target row that does not sum to 1. ``sw`` holds a weight for every row."""
     odd = 0.0
-    loss_sum = 0.0
-    norm_sum = 0.0
-    loss2 = 0.0
-    lossnorm = 0.0
-    norm2 = 0.0
+    sums = _NO_SUMS
     for i in range(sw.shape[0]):
         a = xf[2 * i]
         b = xf[2 * i + 1]
@@ -1192,16 +1166,12 @@ def _dense_two_class_fused(xf, tf, sw, tsum_tol, st):
         odd += 0.0 if ok else 1.0
         s = sw[i]
         c = s * v
-        loss_sum += c
-        norm_sum += s
-        loss2 += c * c
-        lossnorm += c * s
-        norm2 += s * s
+        sums = _row_sums(sums, c, s)
     if odd > 0.0:
         return False
     n = np.float64(sw.shape[0])
     # Every target row counts as correct, as in _finish_block (no accuracy for targets).
-    _add_sums(st, loss_sum, norm_sum, loss2, lossnorm, norm2, n, n)
+    _add_sums(st, sums, n, n)
     return True
 
 
