@@ -357,8 +357,11 @@ def test_accuracy_and_loss_of_logits_without_ties(rng, n_classes):
         got = acc.result()
         w = np.ones(n) if sw is None else sw
         assert got.accuracy == hits.mean()
-        np.testing.assert_allclose(got.loss, (w * rows).sum() / w.sum(), rtol=1e-6)
-        assert got.stderr is not None and 0.0 < got.stderr < got.loss
+        mean = (w * rows).sum() / w.sum()
+        np.testing.assert_allclose(got.loss, mean, rtol=1e-6)
+        # the delta method's standard error of sum(a) / sum(b), a = w * loss, b = w
+        stderr = np.sqrt(((w * rows - mean * w) ** 2).sum() * n / (n - 1)) / w.sum()
+        np.testing.assert_allclose(got.stderr, stderr, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n_classes", [2, 4, 40, 300])
