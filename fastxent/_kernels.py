@@ -243,14 +243,15 @@ def _sumexp_run(xf, start, n, shift):
 
 
 @njit(**_HOT)
-def _row_sumexp_main(xf, start, n, shift, tail, tstart):
+def _row_sumexp_main(xf, start, n, shift, tail, tstart, tstride):
     """``sum exp(x - shift)`` over the whole 32-chunks of the row ``xf[start : start + n]``,
     excluding entries equal to ``shift``; the count of entries above and equal to it.
 
-    The last ``n % 32`` differences are stored at ``tail[tstart:]`` (0 differences as -inf)
-    and exponentiated later in one flat vector loop over the whole block: a scalar loop tail
-    would cost more than the rest of a short row. float32 terms are summed in runs of
-    ``_RUN`` and the runs in float64.
+    The last ``n % 32`` differences are stored at ``tail[tstart + j * tstride]`` (0
+    differences as -inf; the block's tails column by column, so that they are summed in
+    vector loops over the rows) and exponentiated later in one flat vector loop over the
+    whole block: a scalar loop tail would cost more than the rest of a short row. float32
+    terms are summed in runs of ``_RUN`` and the runs in float64.
     """
     n_main = n - n % _CHUNK
     total = 0.0
@@ -268,7 +269,7 @@ def _row_sumexp_main(xf, start, n, shift, tail, tstart):
         d = xf[start + np.uint64(n_main + j)] - shift
         t_gt += np.float32(1.0) if d > 0 else np.float32(0.0)
         t_eq += np.float32(1.0) if d == 0 else np.float32(0.0)
-        tail[tstart + np.uint64(j)] = d if d != 0 else -np.inf
+        tail[tstart + np.uint64(j) * tstride] = d if d != 0 else -np.inf
     return total, gt + t_gt, eq + t_eq
 
 
@@ -447,27 +448,25 @@ def _gather_logits_block(
             lab = labels[i]
             k = _label_state(lab, n_classes, has_ignore, ignore_index)
             start = np.uint64(i * n_classes)
-            tstart = np.uint64(i * n_tail)
+            tstart = np.uint64(i)
             xy = xf[start + np.uint64(lab)] if k < 0 else xf[start]
             if k < 0 and abs(xy) < np.inf:
-                s, gt, eq = _row_sumexp_main(xf, start, n_classes, xy, tail, tstart)
+                s, gt, eq = _row_sumexp_main(xf, start, n_classes, xy, tail, tstart, np.uint64(n))
                 # Ties with the label count exactly 1 each. A select, not s + (eq - 1):
                 # reassociation would compute (s + 1) - 1 and lose a small s.
                 u[i] = s if eq == 1.0 else s + (eq - 1.0)
                 state[i] = _FAST_MISS if gt > 0.0 else (_FAST_HIT if eq == 1.0 else _TIE)
             else:
                 for j in range(n_tail):
-                    tail[tstart + np.uint64(j)] = -np.inf
+                    tail[j * n + i] = -np.inf
                 u[i] = 0.0
                 state[i] = k if k >= 0 else _NEED_EXACT
         # The columns past the last whole chunk, exponentiated in one flat vector loop.
         for j in range(tail.shape[0]):
             tail[j] = fexp(tail[j])
-        for i in range(n):
-            t = 0.0
-            for j in range(n_tail):
-                t += tail[i * n_tail + j]
-            u[i] += t
+        for j in range(n_tail):  # column by column: vector loops over the rows (-3.5% at C=100)
+            for i in range(n):
+                u[i] += tail[j * n + i]
         # Rows the fast pass could not settle, found by a branch-free scan (usually none).
         n_odd = 0.0
         n_plain = 0.0
@@ -966,7 +965,9 @@ def _dense_logits_run(xf, tf, base, n, m):
 
 
 @njit(**_HOT)
-def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing, tail, tstart):
+def _dense_logits_row(
+    xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing, tail, tstart, tstride
+):
     """The terms of ``-sum_j w_j t'_j log_softmax(x)_j`` for the row
     ``xf[start : start + n_classes]`` (targets at the same offsets of ``tf``):
     ``(u, tw, twx, tsum, tneg)`` with loss = tw * log1p(u) - twx (see :func:`_dense_loss`),
@@ -990,8 +991,8 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing,
     tsum = 0.0
     tneg = 0.0
     # Unweighted rows run in whole 32-chunks; the last n_classes % 32 differences go to
-    # ``tail[tstart:]`` (0 as -inf), exponentiated later in one flat vector loop over the
-    # block, as in the gather: a scalar loop tail cost 40% of a row of 100 classes.
+    # ``tail[tstart + j * tstride]`` (0 as -inf), exponentiated later in one flat vector loop
+    # over the block, as in the gather: a scalar loop tail cost 40% of a row of 100 classes.
     n_tail = _dense_tail(n_classes, weighted)
     n_main = n_classes - n_tail
     for c0 in range(0, n_main, _RUN):
@@ -1040,7 +1041,7 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing,
         t_ts += tj
         t_neg += np.float32(1.0) if tj < 0 else np.float32(0.0)
         t_tx += tj * d if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
-        tail[tstart + np.uint64(j)] = d if d != 0 else -np.inf
+        tail[tstart + np.uint64(j) * tstride] = d if d != 0 else -np.inf
     hits += t_hits
     tw += t_ts
     tsum += t_ts
@@ -1054,7 +1055,7 @@ def _dense_logits_row(xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing,
             v = np.float64(xf[start + np.uint64(j)])
             total += math.exp(v - mf) if v != mf else 0.0
         for j in range(n_tail):
-            tail[tstart + np.uint64(j)] = -np.inf  # counted above already
+            tail[tstart + np.uint64(j) * tstride] = -np.inf  # counted above already
     if smoothing > 0.0:
         if not weighted:
             for j in range(n_classes):
@@ -1294,7 +1295,7 @@ def _dense_block(
             if kind == 0:
                 v, tw[i], twx[i], ts, tn = _dense_logits_row(
                     xf, tf, start, n_classes, cw, weighted, cw_sum, smoothing, tail,
-                    np.uint64(i * n_tail),
+                    np.uint64(i), np.uint64(n),
                 )  # fmt: skip
                 bad = 1.0 if v != v else 0.0
             else:
@@ -1319,11 +1320,9 @@ def _dense_block(
             # The columns past the last whole chunk, exponentiated in one flat vector loop.
             for j in range(tail.shape[0]):
                 tail[j] = fexp(tail[j])
-            for i in range(n if n_tail > 0 else 0):
-                t_sum = 0.0
-                for j in range(n_tail):
-                    t_sum += tail[i * n_tail + j]
-                loss[i] += t_sum
+            for j in range(n_tail):  # column by column: vector loops over the rows
+                for i in range(n):
+                    loss[i] += tail[j * n + i]
             _dense_loss(loss, tw, twx)
     # Pass 2: row states and the sum-to-1 records. A branch-free scan first: in the common
     # case (no flagged row, every sum within tolerance) it is all there is to do.
