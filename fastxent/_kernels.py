@@ -732,7 +732,9 @@ def _gather_probs_pass(
     for i in range(n):
         lab = labels[i]
         rejected += (lab < 0) | (lab >= n_classes) | (has_ignore & (lab == ignore_index))
-    for i in range(n):
+    for i in range(n):  # the loads, scalar with an L2 prefetch (see _gather_probs_fused)
+        j = min(i + _PREFETCH_ROWS, n - 1)
+        prefetch2d(x, j, min(max(labels[j], 0), n_classes - 1))
         lab = labels[i]
         labc = 0 if lab < 0 else (n_classes - 1 if lab >= n_classes else lab)
         u[i] = np.float64(x[i, labc])
