@@ -249,13 +249,25 @@ def machine(load_at_start: float | None) -> dict[str, str]:
     import numba
 
     model = platform.processor() or platform.machine()
+    ids = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name":
+                model = value.strip()
+            elif key in ("cpu family", "model"):
+                ids.setdefault(key, value.strip())
+            elif not line.strip():
+                break  # the first processor's block is enough
     except OSError:
         pass
+    import llvmlite.binding as llvm
+
+    # Same brand string, different cores: family/model and the CPU Numba compiles for
+    # (e.g. znver4 vs znver5) tell the machines apart.
+    detail = ", ".join(f"{k} {v}" for k, v in ids.items())
+    model = f"{model} ({detail + ', ' if detail else ''}LLVM target {llvm.get_host_cpu_name()})"
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
