@@ -89,9 +89,10 @@ _F32_ROUND_BITS = np.int32(0x4B400000)
 
 @njit(**_MATH)
 def exp_f32(x):
-    """``exp`` of a float32, about 1 ulp: Cephes ``expf``'s range reduction, then a degree-6
-    minimax polynomial (relative error 2e-9 on [-ln2/2, ln2/2]) in plain Horner form: six
-    FMAs, two fewer operations than Cephes' form (9% of the logits loops)."""
+    """``exp`` of a float32 within 1.4 ulp: Cephes ``expf``'s range reduction, then a degree-6
+    minimax polynomial (relative error 2e-9 on [-ln2/2, ln2/2]) in Estrin's form: seven
+    operations whose longest chain is half that of Horner's six FMAs. The logits loops wait
+    on that chain more than on the FMA pipes (Zen 3: 3-5% faster; mean error -2e-10)."""
     # The clamps keep NaN (a comparison with NaN is false) and it propagates to the result.
     xc = _F32_LO if x < _F32_LO else x
     xc = _F32_HI if xc > _F32_HI else xc
@@ -99,13 +100,10 @@ def exp_f32(x):
     k = t - _F32_ROUND
     r = xc - k * _F32_LN2_HI
     r = r - k * _F32_LN2_LO
-    p = np.float32(1.3843644e-3)
-    p = p * r + np.float32(8.374164e-3)
-    p = p * r + np.float32(4.1668e-2)
-    p = p * r + np.float32(1.6666432e-1)
-    p = p * r + np.float32(4.9999994e-1)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)  # exactly 1 at r = 0: exp(0) == 1, which the kernels rely on
+    r2 = r * r
+    c = np.float32(1.3843644e-3) * r2 + (np.float32(8.374164e-3) * r + np.float32(4.1668e-2))
+    b = np.float32(1.6666432e-1) * r + np.float32(4.9999994e-1)
+    p = (c * r2 + b) * r2 + (r + np.float32(1.0))  # exactly 1 at r = 0: exp(0) == 1
     # k in [-126, 128]; k = 128 gives the all-ones exponent, i.e. +inf: overflow for free.
     scale = _f32_from_bits(np.int32((_bits_from_f32(t) - _F32_ROUND_BITS + np.int32(127)) << 23))
     res = p * scale
