@@ -81,8 +81,9 @@ _RUN = 1024
 # A fast-path sum of exp terms below this may have lost terms to underflow (float32 exp is 0
 # below ~1e-38): such rows are recomputed by the exact float64 path.
 _TINY = 1e-30
-# The O(N) gather asks for the entry this many rows ahead (see prefetch2d).
-_PREFETCH_ROWS = 64
+# The O(N) gather asks for the entry this many rows ahead (see prefetch2d). Measured at
+# 1M x 100 on Zen 3: 16 rows 9-27% faster than 64, 8 rows 7% slower, 32 no better than 64.
+_PREFETCH_ROWS = 16
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
 
