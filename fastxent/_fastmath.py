@@ -9,7 +9,8 @@ They are compiled without ``reassoc`` on purpose: the error-compensating steps o
 polynomials must not be reordered. Callers (the kernels) add ``reassoc`` for their sums.
 
 Special values follow IEEE behaviour where the kernels depend on it: ``exp(nan)`` is NaN,
-``exp(+inf)`` is +inf, ``exp(-inf)`` and exp of anything below the smallest normal is 0;
+``exp(+inf)`` is +inf, ``exp(-inf)`` and exp of anything below the smallest normal is 0
+(``exp_sum_f32``, for sums that check their range, bends these rules: see its docstring);
 ``log(0)`` is -inf, ``log(x<0)`` and ``log(nan)`` are NaN, ``log(+inf)`` is +inf, and
 subnormal arguments are handled exactly.
 """
@@ -108,6 +109,39 @@ def exp_f32(x):
     scale = _f32_from_bits(np.int32((_bits_from_f32(t) - _F32_ROUND_BITS + np.int32(127)) << 23))
     res = p * scale
     return np.float32(0.0) if x < _F32_LO else res
+
+
+_F32_SUM_HI = np.float32(88.0)  # k <= 127: exp_sum_f32 stays finite and never wraps
+_F32_LN2 = np.float32(0.693147180559945)
+
+
+@njit(**_MATH)
+def exp_sum_f32(x):
+    """``exp`` of a float32 for the terms of row sums that are redone in float64 when they
+    come out below 1e-30 or above 1e30 (logits rows): within 2.1e-7 relative for ``|x| <=
+    20`` and 3.9e-7 on [-87, 88] (mean error -1e-8), far inside the 1e-6 float32 tolerance;
+    at most 1.2e-38 below -87.3 (not 0); exp(88) = 1.65e38, finite, above 88; NaN for NaN;
+    exactly 1 at 0.
+
+    Four vector operations fewer than :func:`exp_f32` and a dependency chain about 12 cycles
+    shorter, for loops that wait on that chain (Zen 3: logits + labels 17-19% faster, soft
+    targets from logits 5-20%): one-constant range reduction (its error grows with |k|),
+    a degree-5 minimax polynomial (1.05e-7; degree 6 cost 7%), no flush to 0, and 2**k
+    added to the exponent bits of the polynomial (an integer add) instead of multiplied.
+    """
+    # Numba's min / max keep NaN (p turns NaN) and compile to one vminps / vmaxps each; two
+    # selects would take three operations (LLVM rewrites the second compare to test x).
+    xc = min(max(x, _F32_LO), _F32_SUM_HI)
+    t = xc * _F32_LOG2E + _F32_ROUND
+    k = t - _F32_ROUND
+    r = xc - k * _F32_LN2
+    r2 = r * r
+    a = np.float32(1.6667114e-1) * r + np.float32(4.9999231e-1)
+    b = np.float32(8.3125122e-3) * r + np.float32(4.1890107e-2)
+    p = (b * r2 + a) * r2 + (r + np.float32(1.0))  # exactly 1 at r = 0: exp(0) == 1
+    # The low 23 bits of t hold k (with 1.5 * 2**23 above them, which << 23 shifts out):
+    # adding k << 23 to p's bits multiplies p by 2**k while the exponent stays in (0, 255).
+    return _f32_from_bits(np.int32(_bits_from_f32(p) + (_bits_from_f32(t) << np.int32(23))))
 
 
 _F64_LO = -708.3964185322641  # exp below this is subnormal: flushed to 0
@@ -325,6 +359,15 @@ def fexp(x):
 
 
 _by_precision(fexp, exp_f32, exp_f64)
+
+
+def fexp_sum(x):
+    """``exp`` in the precision of ``x`` for row sums redone when they fall outside
+    [1e-30, 1e30]: float32 takes :func:`exp_sum_f32`, float64 :func:`exp_f64`."""
+    raise NotImplementedError("fexp_sum is only callable from Numba-compiled code")
+
+
+_by_precision(fexp_sum, exp_sum_f32, exp_f64)
 
 
 @njit(**_MATH)

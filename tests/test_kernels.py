@@ -15,6 +15,7 @@ import fastxent as fx
 from fastxent._fastmath import (
     exp_f32,
     exp_f64,
+    exp_sum_f32,
     log1p_f64,
     log1p_unit_f32,
     log_f64,
@@ -28,6 +29,12 @@ from fastxent._fastmath import (
 def _map_exp32(x, out):
     for i in range(x.shape[0]):
         out[i] = exp_f32(x[i])
+
+
+@njit
+def _map_exp_sum32(x, out):
+    for i in range(x.shape[0]):
+        out[i] = exp_sum_f32(x[i])
 
 
 @njit
@@ -114,6 +121,27 @@ def test_exp_f32_matches_numpy_over_the_float32_range(rng):
     assert np.all(got[x >= 88.8] == np.inf)
     assert got[x == -np.inf][0] == 0.0
     assert got[x == 0][0] == 1.0  # exactly: the kernels rely on exp(0) == 1
+
+
+def test_exp_sum_f32_is_accurate_where_row_sums_are_trusted(rng):
+    """The logits + labels row sums trust totals in [1e-30, 1e30] only: exp_sum_f32 must be
+    accurate to well within the float32 tolerance (1e-6) there, stay tiny below, saturate
+    finitely above, and keep NaN."""
+    x = np.concatenate([rng.uniform(-87, 88, 1_000_000).astype(np.float32), F32_SPECIALS])
+    got = _apply(_map_exp_sum32, x).astype(np.float64)
+    want = np.exp(x.astype(np.float64))
+    inside = (x >= -87) & (x <= 88)
+    rel = np.abs(got[inside] - want[inside]) / want[inside]
+    assert rel.max() < 4e-7
+    near = inside & (np.abs(x) <= 20)  # where the terms that decide a loss usually sit
+    assert (np.abs(got[near] - want[near]) / want[near]).max() < 2.5e-7
+    assert abs(((got[inside] - want[inside]) / want[inside]).mean()) < 5e-8  # no drift
+    assert got[x == 0][0] == 1.0  # exactly: the row sums tell hits from misses by it
+    low = x < -87.4
+    assert np.all((got[low] >= 0) & (got[low] <= 1.2e-38))
+    high = x > 88  # +inf included: finite, far above the 1e30 that sends a row elsewhere
+    assert np.all((got[high] > 1e38) & np.isfinite(got[high]))
+    assert np.isnan(got[np.isnan(x)]).all()
 
 
 def test_log1p_unit_f32_matches_numpy_on_the_unit_interval(rng):
@@ -322,6 +350,38 @@ def test_overflowing_shift_takes_the_exact_path(n_classes):
     want = naive_cross_entropy(x, y, pred_kind="logits", reduction="none")
     np.testing.assert_allclose(got, want, rtol=1e-6)
     assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize("n_classes", [5, 40, 100])
+def test_rows_far_above_the_label_are_exact(n_classes):
+    """Entries 60-95 above the label: the row sum passes 1e30 (the fast exp saturates at
+    exp(88)) and the float64 path scores the row."""
+    gaps = np.array([60.0, 69.5, 80.0, 87.9, 88.1, 88.6, 95.0], np.float32)
+    x = np.zeros((gaps.size, n_classes), np.float32)
+    x[:, n_classes - 2] = gaps  # in the vector loop for C >= 40, in the tail below
+    y = np.zeros(gaps.size, np.int64)
+    got = fx.cross_entropy(x, y, pred_kind="logits", reduction="none")
+    want = naive_cross_entropy(x, y, pred_kind="logits", reduction="none")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [40, 100])
+def test_misses_that_look_like_ties_are_decided_exactly(n_classes):
+    """An entry 1 ulp above the label (exp rounds to 1) and entries whose exp terms add up
+    to a whole number look like ties in the row sums: the exact scan decides."""
+    x = np.zeros((3, n_classes), np.float32)
+    x[0, 0] = 0.5
+    x[0, 5] = np.nextafter(np.float32(0.5), np.float32(1))
+    x[1, 5] = np.float32(0.6931472)  # exp of it is exactly 2.0 in float32
+    x[2, 5] = np.float32(0.6931472)
+    x[2, 7] = np.float32(0.6931472)
+    y = np.zeros(3, np.int64)
+    acc = fx.Accumulator(pred_kind="logits")
+    acc.update(x, y)
+    assert acc.result().accuracy == 0.0
+    got = fx.cross_entropy(x, y, pred_kind="logits", reduction="none")
+    want = naive_cross_entropy(x, y, pred_kind="logits", reduction="none")
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 @pytest.mark.parametrize("n_classes", [2, 5, 40])
