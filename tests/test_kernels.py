@@ -19,7 +19,9 @@ from fastxent._fastmath import (
     log1p_f64,
     log1p_unit_f32,
     log_f64,
+    log_pos_f32,
     log_prob_f64,
+    max_f32,
     pairs_of,
     pick_in_pair,
 )
@@ -47,6 +49,17 @@ def _map_exp64(x, out):
 def _map_log64(x, out):
     for i in range(x.shape[0]):
         out[i] = log_f64(x[i])
+
+
+@njit
+def _map_log_pos32(x, out):
+    for i in range(x.shape[0]):
+        out[i] = log_pos_f32(x[i])
+
+
+@njit
+def _row_max32(x):
+    return max_f32(x, np.uint64(0), x.shape[0])
 
 
 @njit
@@ -218,6 +231,43 @@ def test_log_prob_f64_is_within_3e_12_for_every_float32_mantissa():
     np.testing.assert_allclose(got[2:], np.log(edges[2:]), rtol=3.1e-12)
 
 
+def test_log_pos_f32_is_within_one_ulp_on_positive_normal_floats(rng):
+    # The two-column float32 gather takes log_pos_f32 of probabilities clipped into [eps,
+    # 1 - eps] (eps normal): random normal floats, every mantissa just below and above 1,
+    # and the ends of the reduction interval [sqrt(1/2), sqrt(2)).
+    bits = rng.integers(0x00800000, 0x7F800000, 2_000_000, dtype=np.int64).astype(np.int32)
+    steps = np.arange(1, 1 << 16, dtype=np.float64)
+    x = np.concatenate(
+        [
+            bits.view(np.float32),
+            (1.0 - steps * 2.0**-24).astype(np.float32),
+            (1.0 + steps * 2.0**-23).astype(np.float32),
+            np.float32([1.0, 2.0**-126, 2.0**-23, 1 - 2.0**-23, 0.70710677, 0.7071068]),
+            np.float32([1.4142135, 1.4142137, np.finfo(np.float32).max]),
+        ]
+    )
+    got = _apply(_map_log_pos32, x).astype(np.float64)
+    want = np.log(x.astype(np.float64))
+    ulp = np.spacing(np.abs(want).astype(np.float32)).astype(np.float64)
+    nonzero = want != 0
+    assert (np.abs(got - want)[nonzero] / ulp[nonzero]).max() < 1.0
+    assert got[~nonzero].tolist() == [0.0]  # log(1) is exactly 0
+
+
+def test_max_f32_orders_like_the_floats(rng):
+    x = rng.standard_normal(1000).astype(np.float32) * 50
+    assert _row_max32(x) == x.max()
+    assert _row_max32(-np.abs(x)) == (-np.abs(x)).max()
+    y = x.copy()
+    y[777] = np.inf
+    assert _row_max32(y) == np.inf
+    y[3] = np.nan
+    assert np.isnan(_row_max32(y))
+    assert _row_max32(np.float32([-np.inf, -np.inf])) == -np.inf
+    assert _row_max32(np.float32([-0.0, -1e-45, -3.0])) == 0.0
+    assert _row_max32(np.zeros(0, np.float32)) == -np.inf
+
+
 @pytest.mark.parametrize("layout", ["C", "strided", "float64"])
 def test_pick_in_pair_reads_the_requested_column(rng, layout):
     wide = rng.random((1000, 4)).astype(np.float64 if layout == "float64" else np.float32)
@@ -269,6 +319,9 @@ def test_soft_target_row_paths_against_reference(rng, n_classes, dtype):
         x[30:40, tail_col] = 60.0  # the row max in the tail
         x[20:30, tail_col] = -np.inf
         t[20:30, tail_col] = 0.0
+        x[40:45, 1] = -np.inf  # in the chunks: 0 * (-inf) must count as 0, not NaN
+        t[40:45, 1] = 0.0
+        t[45:50, 2] = -0.0  # a negative zero is a valid target
     t /= t.sum(axis=1, keepdims=True)
     for smoothing in (0.0, 0.1):
         got = fx.cross_entropy(
@@ -286,6 +339,11 @@ def test_soft_target_row_paths_against_reference(rng, n_classes, dtype):
         got = fx.cross_entropy(bad, t, pred_kind="logits", reduction="none", nan_policy="propagate")
         assert np.isnan(got[[5, 7]]).all()
         assert np.isfinite(np.delete(got, [5, 7])).all()
+        neg = t.copy()
+        neg[9, 1] -= 0.5  # a negative target read by the chunk loop
+        neg[9, 4] += 0.5
+        with pytest.raises(ValueError, match="row 9"):
+            fx.cross_entropy(x, neg, pred_kind="logits")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -338,6 +396,49 @@ def test_two_class_sums_against_reference(rng, dtype):
     for target in (y, t):
         with pytest.raises(ValueError, match="row 25000"):
             fx.cross_entropy(nan, target, pred_kind="logits")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_class_probabilities_against_reference(rng, dtype):
+    """Two columns of probabilities, integer labels, no class weights: the loop in the
+    storage precision when the clip bounds are exact and normal there (float32: ``"auto"``,
+    2**-10), the float64 loop otherwise (1e-15, 0). Probabilities of exactly 0 and 1 are
+    clipped; blocks holding a bad row must still name it."""
+    n = 50_000
+    q = rng.random(n)
+    q[::97] = 0.0
+    q[::89] = 1.0
+    q[5] = 1e-30
+    p = np.stack([q, 1.0 - q], axis=1).astype(dtype)
+    y = rng.integers(0, 2, n)
+    sw = rng.random(n)
+    sw[::7] = 0.0
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    for eps in ("auto", 2.0**-10, 1e-15):
+        for weights in (None, sw):
+            want = naive_cross_entropy(p, y, eps=eps, reduction="none")
+            if weights is not None:
+                want = want * weights
+            norm = n if weights is None else weights.sum()
+            got = fx.cross_entropy(p, y, eps=eps, sample_weight=weights)
+            np.testing.assert_allclose(got, want.sum() / norm, rtol=tol)
+            rows = fx.cross_entropy(p, y, eps=eps, sample_weight=weights, reduction="none")
+            np.testing.assert_allclose(rows, want, rtol=tol, atol=1e-300)
+    assert fx.cross_entropy(p, y, eps=0.0) == np.inf  # no clipping: -log 0 on some rows
+    # ignore_index on a real class (rows left out of the mean), then rejected labels
+    keep = y != 1
+    want = naive_cross_entropy(p[keep], y[keep], reduction="mean")
+    np.testing.assert_allclose(fx.cross_entropy(p, y, ignore_index=1), want, rtol=tol)
+    for bad_label in (2, -1):
+        bad_y = y.copy()
+        bad_y[30_000] = bad_label
+        with pytest.raises(ValueError, match="row 30000"):
+            fx.cross_entropy(p, bad_y)
+    for bad_value in (np.nan, 1.5, -0.25):
+        bad = p.copy()
+        bad[25_000, y[25_000]] = bad_value
+        with pytest.raises(ValueError, match="row 25000"):
+            fx.cross_entropy(bad, y)
 
 
 @pytest.mark.parametrize("n_classes", [2, 5, 40])
