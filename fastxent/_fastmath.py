@@ -592,6 +592,31 @@ def _cast_like_overload(value, like):
     return None
 
 
+def _prefetch_codegen(context, builder, signature, args):
+    """``llvm.prefetch`` of the address of ``arr[idx...]`` (no bounds or wraparound checks)."""
+    aryty = signature.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    shape = cgutils.unpack_tuple(builder, ary.shape, aryty.ndim)
+    strides = cgutils.unpack_tuple(builder, ary.strides, aryty.ndim)
+    inds = [
+        context.cast(builder, v, t, types.intp)
+        for v, t in zip(args[1:], signature.args[1:], strict=True)
+    ]
+    ptr = cgutils.get_item_pointer2(
+        context, builder, ary.data, shape, strides, aryty.layout, inds,
+        wraparound=False, boundscheck=False,
+    )  # fmt: skip
+    i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+    # read, locality 2 (x86 prefetcht1: into L2, not L1), data cache. Into L1 (prefetcht0)
+    # the gather at 1M x 100 was 2.3x slower on Zen 4: the requests wait for L1's few miss
+    # buffers; L2 keeps far more of them in flight.
+    builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+    return context.get_dummy_value()
+
+
 @intrinsic
 def prefetch2d(typingctx, arr, i, j):
     """Hint the CPU to fetch ``arr[i, j]`` into cache (``llvm.prefetch``; never faults).
@@ -603,28 +628,13 @@ def prefetch2d(typingctx, arr, i, j):
         return None
     if not (isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
+    return types.none(arr, i, j), _prefetch_codegen
 
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        shape = cgutils.unpack_tuple(builder, ary.shape, 2)
-        strides = cgutils.unpack_tuple(builder, ary.strides, 2)
-        inds = [
-            context.cast(builder, v, t, types.intp)
-            for v, t in zip(args[1:], signature.args[1:], strict=True)
-        ]
-        ptr = cgutils.get_item_pointer2(
-            context, builder, ary.data, shape, strides, aryty.layout, inds,
-            wraparound=False, boundscheck=False,
-        )  # fmt: skip
-        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        # read, locality 2 (x86 prefetcht1: into L2, not L1), data cache. Into L1
-        # (prefetcht0) the gather at 1M x 100 was 2.3x slower on Zen 4: the requests wait
-        # for L1's few miss buffers; L2 keeps far more of them in flight.
-        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
 
-    return types.none(arr, i, j), codegen
+@intrinsic
+def prefetch1d(typingctx, arr, i):
+    """Hint the CPU to fetch ``arr[i]`` into cache (see :func:`prefetch2d`); ``i`` may lie
+    past the end of ``arr``: a prefetch never faults."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+        return None
+    return types.none(arr, i), _prefetch_codegen
