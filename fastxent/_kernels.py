@@ -96,9 +96,10 @@ _TINY_NORMAL = 1.1754943508222875e-38
 # 1M x 100 on Zen 3: 16 rows 9-27% faster than 64, 8 rows 7% slower, 32 no better than 64.
 _PREFETCH_ROWS = 16
 # Rows of at least this many classes ask for the next 4 KB of the matrix before each run of
-# the logits loop: the hardware prefetcher alone left the loop waiting on memory (Zen 3, A/B
-# against none: 1.4x at C = 512, 1.1-1.2x at 1,000, 1.05-1.15x at 32,000; neutral at 100
-# and 128, where the hardware keeps up; 8 KB or 2 KB ahead gained less).
+# the logits loops: the hardware prefetcher alone left them waiting on memory (Zen 3, A/B
+# against none, logits + labels: 1.4x at C = 512, 1.1-1.2x at 1,000, 1.05-1.15x at 32,000;
+# neutral at 100 and 128, where the hardware keeps up; 8 KB or 2 KB ahead gained less. Soft
+# targets: 1.1x at 512, 1.065x at 1,000, 1.02x at 32,000).
 _PREFETCH_ROW_MIN = 256
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
@@ -1148,6 +1149,13 @@ def _dense_logits_row(
                 dx += w * d if w != 0 else 0.0
             tw += wts
         else:
+            if n_classes >= _PREFETCH_ROW_MIN:
+                # The targets' next 4 KB, and the logits the next row's max pass will read.
+                for c in range(0, _RUN, 16):
+                    prefetch1d(tf, base + np.uint64(_RUN + c))
+                if n_classes <= _RUN:
+                    for c in range(0, n_classes, 16):
+                        prefetch1d(xf, base + np.uint64(n_classes + c))
             acc, cnt, ts, neg, tx = _dense_logits_run(xf, tf, base, min(_RUN, n_main - c0), m)
             tw += ts
             dx = 0.0  # unweighted rows sum the differences only for smoothing, below
