@@ -95,11 +95,11 @@ _TINY_NORMAL = 1.1754943508222875e-38
 # The O(N) gather asks for the entry this many rows ahead (see prefetch2d). Measured at
 # 1M x 100 on Zen 3: 16 rows 9-27% faster than 64, 8 rows 7% slower, 32 no better than 64.
 _PREFETCH_ROWS = 16
-# Rows of at least this many classes ask for the next 4 KB of the matrix before each run of
-# the logits loops: the hardware prefetcher alone left them waiting on memory (Zen 3, A/B
-# against none, logits + labels: 1.4x at C = 512, 1.1-1.2x at 1,000, 1.05-1.15x at 32,000;
-# neutral at 100 and 128, where the hardware keeps up; 8 KB or 2 KB ahead gained less. Soft
-# targets: 1.1x at 512, 1.065x at 1,000, 1.02x at 32,000).
+# Rows of at least this many classes ask for the next run's columns (4 KB of float32) before
+# each run of the logits loops (see _prefetch_span): the hardware prefetcher alone left them
+# waiting on memory (Zen 3, A/B against none, logits + labels: 1.4x at C = 512, 1.1-1.2x at
+# 1,000, 1.05-1.15x at 32,000; neutral at 100 and 128, where the hardware keeps up; 8 KB or
+# 2 KB ahead gained less. Soft targets: 1.1x at 512, 1.065x at 1,000, 1.02x at 32,000).
 _PREFETCH_ROW_MIN = 256
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
@@ -269,6 +269,15 @@ def _sumexp_run(xf, start, n, shift):
 
 
 @njit(**_HOT)
+def _prefetch_span(a, start, n):
+    """Ask for ``a[start : start + n]`` into cache, one request per 64-byte line (the span
+    may reach past the end of ``a``: a prefetch never faults)."""
+    step = 64 // a.itemsize
+    for c in range(0, n, step):
+        prefetch1d(a, start + np.uint64(c))
+
+
+@njit(**_HOT)
 def _row_sumexp_main(xf, start, n, shift, tail, tstart, tstride):
     """``sum exp(x - shift)`` over the whole 32-chunks of the row ``xf[start : start + n]``,
     split into the entries below ``shift`` and those at or above it (see
@@ -284,11 +293,8 @@ def _row_sumexp_main(xf, start, n, shift, tail, tstart, tstride):
     below = 0.0
     above = 0.0
     for c0 in range(0, n_main, _RUN):
-        if n >= _PREFETCH_ROW_MIN:
-            # The next run's 4 KB (for C < 1024 the next rows), a cache line per request.
-            ahead = start + np.uint64(c0 + _RUN)
-            for c in range(0, _RUN, 16):
-                prefetch1d(xf, ahead + np.uint64(c))
+        if n >= _PREFETCH_ROW_MIN:  # the next run (for C < 1024 the next rows)
+            _prefetch_span(xf, start + np.uint64(c0 + _RUN), _RUN)
         b, a = _sumexp_run(xf, start + np.uint64(c0), min(_RUN, n_main - c0), shift)
         below += b
         above += a
@@ -1150,12 +1156,10 @@ def _dense_logits_row(
             tw += wts
         else:
             if n_classes >= _PREFETCH_ROW_MIN:
-                # The targets' next 4 KB, and the logits the next row's max pass will read.
-                for c in range(0, _RUN, 16):
-                    prefetch1d(tf, base + np.uint64(_RUN + c))
+                # The targets' next run, and the logits the next row's max pass will read.
+                _prefetch_span(tf, base + np.uint64(_RUN), _RUN)
                 if n_classes <= _RUN:
-                    for c in range(0, n_classes, 16):
-                        prefetch1d(xf, base + np.uint64(n_classes + c))
+                    _prefetch_span(xf, base + np.uint64(n_classes), n_classes)
             acc, cnt, ts, neg, tx = _dense_logits_run(xf, tf, base, min(_RUN, n_main - c0), m)
             tw += ts
             dx = 0.0  # unweighted rows sum the differences only for smoothing, below
