@@ -98,8 +98,9 @@ _PREFETCH_ROWS = 16
 # Rows of at least this many classes ask for the next run's columns (4 KB of float32) before
 # each run of the logits loops (see _prefetch_span): the hardware prefetcher alone left them
 # waiting on memory (Zen 3, A/B against none, logits + labels: 1.4x at C = 512, 1.1-1.2x at
-# 1,000, 1.05-1.15x at 32,000; neutral at 100 and 128, where the hardware keeps up; 8 KB or
-# 2 KB ahead gained less. Soft targets: 1.1x at 512, 1.065x at 1,000, 1.02x at 32,000).
+# 1,000, 1.04-1.14x at 32,000; neutral at 100 and 128, where the hardware keeps up. 8 KB
+# ahead gained less at both; 2 KB less at 1,000 and about as much at 32,000. Soft targets:
+# 1.1x at 512, 1.065x at 1,000, 1.02x at 32,000).
 _PREFETCH_ROW_MIN = 256
 # Rows are processed in chunks of this many columns (4 AVX2 vectors of float32).
 _CHUNK = 32
