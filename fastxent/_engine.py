@@ -19,12 +19,17 @@ import numpy as np
 from . import _kernels as K
 from ._config import BLOCK_ELEMENTS, CONVERT_ELEMENTS, MAX_BLOCK_ROWS, SERIAL_ELEMENTS
 from ._errors import InvalidValueError, SoftWarning
-from ._validate import Options, sum_tolerance
+from ._validate import Options, machine_eps, sum_tolerance
 
-_FLOAT_SUMS = (K.ST_LOSS, K.ST_NORM, K.ST_LOSS2, K.ST_LOSSNORM, K.ST_NORM2)
-_COUNTS = (K.ST_ROWS, K.ST_IGNORED, K.ST_CORRECT, K.ST_SKIPPED, K.ST_PSUM_BAD, K.ST_TSUM_BAD)
-_FIRSTS = (K.ST_FIRST_NAN, K.ST_FIRST_RANGE, K.ST_FIRST_LABEL, K.ST_PSUM_FIRST, K.ST_TSUM_FIRST)
-_MAXES = (K.ST_PSUM_DEV, K.ST_TSUM_DEV)
+# Columns of the stats array by how blocks combine (index arrays, for fancy indexing).
+_FLOAT_SUMS = np.array([K.ST_LOSS, K.ST_NORM, K.ST_LOSS2, K.ST_LOSSNORM, K.ST_NORM2])
+_COUNTS = np.array(
+    [K.ST_ROWS, K.ST_IGNORED, K.ST_CORRECT, K.ST_SKIPPED, K.ST_PSUM_BAD, K.ST_TSUM_BAD]
+)
+_FIRSTS = np.array(
+    [K.ST_FIRST_NAN, K.ST_FIRST_RANGE, K.ST_FIRST_LABEL, K.ST_PSUM_FIRST, K.ST_TSUM_FIRST]
+)
+_MAXES = np.array([K.ST_PSUM_DEV, K.ST_TSUM_DEV])
 _KIND_CODES = {"logits": 0, "probs": 1, "log_probs": 2}
 
 
@@ -36,20 +41,26 @@ class Partials:
 
     @staticmethod
     def reduce(stats: np.ndarray) -> Partials:
+        if stats.shape[0] == 1:  # one block: its row is already the reduction
+            return Partials(stats[0].copy())
         out = np.empty(K.N_STATS)
-        for col in _FLOAT_SUMS:
-            out[col] = math.fsum(stats[:, col])
-        for col in _COUNTS:
-            out[col] = stats[:, col].sum()
-        for col in _FIRSTS:
-            seen = stats[:, col][stats[:, col] >= 0]
-            out[col] = seen.min() if seen.size else -1.0
-        for col in _MAXES:
-            out[col] = stats[:, col].max() if stats.shape[0] else 0.0
+        for col, column in zip(_FLOAT_SUMS, stats[:, _FLOAT_SUMS].T.tolist(), strict=True):
+            out[col] = math.fsum(column)
+        out[_COUNTS] = stats[:, _COUNTS].sum(axis=0)
+        firsts = stats[:, _FIRSTS]
+        seen = np.where(firsts >= 0, firsts, np.inf).min(axis=0, initial=np.inf)
+        out[_FIRSTS] = np.where(np.isinf(seen), -1.0, seen)
+        out[_MAXES] = stats[:, _MAXES].max(axis=0, initial=0.0)
         return Partials(out)
 
     def __getitem__(self, col: int) -> float:
         return float(self.values[col])
+
+
+def _offset_firsts(stats: np.ndarray, offset: int) -> None:
+    """Shift the first-row markers of ``stats`` (rows of stats) that are set by ``offset``."""
+    firsts = stats[:, _FIRSTS]
+    stats[:, _FIRSTS] = np.where(firsts >= 0, firsts + offset, firsts)
 
 
 def block_rows_for(n_classes: int) -> int:
@@ -120,7 +131,7 @@ def run(
     clip_lo, clip_hi = opts.clip_bounds(pred.dtype)
     sum_tol = sum_tolerance(pred.dtype)
     tsum_tol = max(sum_tol, sum_tolerance(target.dtype)) if target_kind == "dense" else sum_tol
-    log_tol = 8.0 * float(np.finfo(pred.dtype).eps)
+    log_tol = 8.0 * machine_eps(pred.dtype)
     smoothing = opts.label_smoothing
     kind = opts.pred_kind
     # A copy is needed for float16 and, except on the gather path over probabilities, for
@@ -155,17 +166,17 @@ def run(
         touched = (r1 - r0) * (1 if gather_probs and not full_rows else n_classes)
         with _threads_for(touched):
             kernel(*args, o, stats, block_rows)
-        for col in _FIRSTS:
-            hit = stats[:, col] >= 0
-            stats[hit, col] += r0
+        if r0:
+            _offset_firsts(stats, r0)
         results.append(stats)
     partials = Partials.reduce(np.concatenate(results) if len(results) > 1 else results[0])
     _raise_problems(partials, pred, target_kind, target, opts, row_offset, names)
-    values = partials.values.copy()
-    for col in _FIRSTS:
-        if values[col] >= 0:
-            values[col] += row_offset
-    partials = Partials(values)
+    if row_offset:
+        values = partials.values.copy()
+        _offset_firsts(values[None, :], row_offset)
+        partials = Partials(values)
+    if partials[K.ST_PSUM_BAD] == 0 and partials[K.ST_TSUM_BAD] == 0:
+        return partials  # every row sums to 1: no soft problem to report
     messages = soft_messages(partials, names, tolerances(pred.dtype, target_kind, target.dtype))
     if messages and opts.strict:
         raise InvalidValueError(messages[0] + " Normalise the rows, or drop strict=True.")
@@ -236,7 +247,7 @@ def _raise_problems(p: Partials, pred, target_kind, target, opts: Options, row_o
                     f"row {row_offset + i}, class {j} has {v!r}."
                 )
         if opts.pred_kind == "log_probs":
-            j, v = _first_bad_entry(row, row > 8.0 * float(np.finfo(pred.dtype).eps))
+            j, v = _first_bad_entry(row, row > 8.0 * machine_eps(pred.dtype))
             raise InvalidValueError(
                 f"{pname} log-probabilities must be <= 0 (pred_kind='log_probs'); "
                 f"row {row_offset + i}, class {j} has {v!r}. "

@@ -106,10 +106,14 @@ _PREFETCH_ROW_MIN = 256
 _CHUNK = 32
 
 
+_EMPTY_STATS = np.zeros(N_STATS)
+_EMPTY_STATS[[ST_FIRST_NAN, ST_FIRST_RANGE, ST_FIRST_LABEL, ST_PSUM_FIRST, ST_TSUM_FIRST]] = -1
+
+
 def new_stats(n_blocks: int) -> np.ndarray:
     """An empty ``stats`` array: sums at 0, first-row markers at -1."""
-    stats = np.zeros((n_blocks, N_STATS))
-    stats[:, [ST_FIRST_NAN, ST_FIRST_RANGE, ST_FIRST_LABEL, ST_PSUM_FIRST, ST_TSUM_FIRST]] = -1
+    stats = np.empty((n_blocks, N_STATS))
+    stats[:] = _EMPTY_STATS
     return stats
 
 

@@ -6,6 +6,7 @@ numbers, what was received, and how to fix it.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ PRED_KINDS = ("probs", "logits", "log_probs")
 REDUCTIONS = ("mean", "sum", "none")
 NAN_POLICIES = ("raise", "omit", "propagate")
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+# Machine epsilon per storage dtype, looked up once: np.finfo costs microseconds per call.
+_EPS = {dtype: float(np.finfo(dtype).eps) for dtype in FLOAT_DTYPES}
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -112,19 +115,27 @@ class Options:
 
     def clip_bounds(self, dtype: np.dtype) -> tuple[float, float]:
         """Probability clipping bounds for predictions stored as ``dtype``."""
-        eps = float(np.finfo(dtype).eps) if self.eps == "auto" else float(self.eps)
+        eps = machine_eps(dtype) if self.eps == "auto" else float(self.eps)
         return eps, 1.0 - eps
 
     def class_weight(self, n_classes: int) -> np.ndarray:
         """The class weights as float64 (C,), ones when none were given."""
         if self.weight is None:
-            return np.ones(n_classes)
+            return _unit_weights(n_classes)
         if self.weight.shape[0] != n_classes:
             raise InvalidValueError(
                 f"weight must have one entry per class, that is shape ({n_classes},); "
                 f"got shape {self.weight.shape}."
             )
         return self.weight
+
+
+@functools.lru_cache(maxsize=16)
+def _unit_weights(n_classes: int) -> np.ndarray:
+    """Read-only ones, shared by the calls with the same number of classes."""
+    ones = np.ones(n_classes)
+    ones.flags.writeable = False
+    return ones
 
 
 def check_reduction(reduction: Any) -> str:
@@ -218,6 +229,12 @@ def as_sample_weight(sample_weight: Any, n_rows: int) -> np.ndarray:
     return sw
 
 
+def machine_eps(dtype: np.dtype) -> float:
+    """``np.finfo(dtype).eps`` of a float storage dtype."""
+    eps = _EPS.get(dtype)
+    return float(np.finfo(dtype).eps) if eps is None else eps
+
+
 def sum_tolerance(dtype: np.dtype) -> float:
     """How far a row of probabilities stored as ``dtype`` may sum away from 1 (sklearn's rule)."""
-    return math.sqrt(float(np.finfo(dtype).eps))
+    return math.sqrt(machine_eps(dtype))

@@ -807,6 +807,33 @@ def test_same_input_same_bits(rng, kind):
             assert np.asarray(first).tobytes() == np.asarray(again).tobytes()
 
 
+@pytest.mark.parametrize("n_blocks", [0, 1, 2, 7])
+def test_block_records_combine_column_by_column(rng, n_blocks):
+    """The per-block records combine as their columns say: float sums exactly rounded, counts
+    added, the first set row marker (-1: none) and the largest deviation."""
+    from fastxent import _engine as E
+    from fastxent import _kernels as K
+
+    stats = K.new_stats(n_blocks)
+    stats[:, E._FLOAT_SUMS] = rng.standard_normal((n_blocks, len(E._FLOAT_SUMS))) * 1e16
+    stats[:, E._COUNTS] = rng.integers(0, 50, (n_blocks, len(E._COUNTS)))
+    stats[:, E._MAXES] = rng.random((n_blocks, len(E._MAXES)))
+    if n_blocks:
+        stats[n_blocks - 1, K.ST_FIRST_LABEL] = 900.0  # set in the last block only
+        stats[:, K.ST_FIRST_NAN] = rng.integers(100, 200, n_blocks)
+    got = E.Partials.reduce(stats)
+    for col in E._FLOAT_SUMS:
+        assert got[col] == math.fsum(stats[:, col].tolist())
+    for col in E._COUNTS:
+        assert got[col] == sum(stats[:, col].tolist())
+    for col in E._FIRSTS:
+        seen = [v for v in stats[:, col].tolist() if v >= 0]
+        assert got[col] == (min(seen) if seen else -1.0)
+    for col in E._MAXES:
+        assert got[col] == max(stats[:, col].tolist(), default=0.0)
+    assert got[K.ST_FIRST_LABEL] == (900.0 if n_blocks else -1.0)
+
+
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Shrink the engine's parallel blocks and conversion chunks so small inputs span many.
