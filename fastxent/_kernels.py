@@ -1231,6 +1231,45 @@ def _dense_loss(u, tw, twx):
 
 
 @njit(**_HOT)
+def _clipped_log(v, lo, hi, pos):
+    """``log`` of ``v`` clipped into [lo, hi]; ``pos``: ``lo`` is a positive normal number,
+    so the log of positive normal numbers does (a constant at each inlined call site)."""
+    c = min(max(v, lo), hi)
+    return flog_pos(c) if pos else flog(c)
+
+
+@njit(**_HOT)
+def _probs_run(xf, tf, base, n, lo, hi, ltol, is_log, pos):
+    """The unweighted sums of :func:`_dense_probs_row` over ``n`` entries from ``base``, in
+    the storage precision. ``is_log`` and ``pos`` are constants at each call site: one
+    vector loop per case, no invariant branch left in a loop for LLVM to unswitch."""
+    at = cast_like(0.0, lo)  # sum_j t_j log q_j
+    aw = at  # sum_j log q_j, for label smoothing
+    ps = at
+    nb = at
+    ts = at
+    tn = at
+    one = cast_like(1.0, lo)
+    zero = at
+    for j in range(n):
+        v = xf[base + np.uint64(j)]
+        tj = tf[base + np.uint64(j)]
+        if is_log:
+            lq = v
+            ps += fexp(v)
+            nb += one if ((v > ltol) | (v != v)) else zero
+        else:
+            lq = _clipped_log(v, lo, hi, pos)
+            ps += v
+            nb += one if ((v < 0) | (v > 1) | (v != v)) else zero
+        ts += tj
+        tn += one if tj < 0 else zero
+        at += tj * lq if tj != 0 else zero  # 0 * log 0 = 0
+        aw += lq
+    return at, aw, ps, nb, ts, tn
+
+
+@njit(**_HOT)
 def _dense_probs_row(
     xf, tf, start, n_classes, cw, weighted, is_log, clip_lo, clip_hi, log_tol, smoothing
 ):
@@ -1242,6 +1281,9 @@ def _dense_probs_row(
     lo = cast_like(clip_lo, first)
     hi = cast_like(clip_hi, first)
     ltol = cast_like(log_tol, first)
+    # A normal lower clip (eps="auto" and any eps >= 1.2e-38): the log of positive normal
+    # numbers, without the special cases eps=0 needs (log 0 = -inf, subnormals).
+    pos = np.float64(lo) >= _TINY_NORMAL
     acc_t = 0.0  # sum_j w_j t_j log q_j
     acc_w = 0.0  # sum_j w_j log q_j, for label smoothing
     psum = 0.0
@@ -1250,40 +1292,26 @@ def _dense_probs_row(
     tneg = 0.0
     for c0 in range(0, n_classes, _RUN):
         base = start + np.uint64(c0)
-        at = np.float32(0.0)  # float32 accumulators unify to float64 for float64 rows
-        aw = np.float32(0.0)
-        ps = np.float32(0.0)
-        nb = np.float32(0.0)
-        ts = np.float32(0.0)
-        tn = np.float32(0.0)
+        m = min(_RUN, n_classes - c0)
         if weighted:
             at64 = 0.0
             aw64 = 0.0
-            for j in range(min(_RUN, n_classes - c0)):
+            for j in range(m):
                 v = xf[base + np.uint64(j)]
                 tj = tf[base + np.uint64(j)]
-                lq = v if is_log else flog(min(max(v, lo), hi))
+                lq = v if is_log else _clipped_log(v, lo, hi, pos)
                 w = cw[c0 + j]
                 wt = w * tj
                 at64 += wt * lq if wt != 0.0 else 0.0  # 0 * log 0 = 0
                 aw64 += w * lq if w != 0.0 else 0.0
             acc_t += at64
             acc_w += aw64
-        for j in range(min(_RUN, n_classes - c0)):
-            v = xf[base + np.uint64(j)]
-            tj = tf[base + np.uint64(j)]
-            if is_log:
-                lq = v
-                ps += fexp(v)
-                nb += np.float32(1.0) if ((v > ltol) | (v != v)) else np.float32(0.0)
-            else:
-                lq = flog(min(max(v, lo), hi))
-                ps += v
-                nb += np.float32(1.0) if ((v < 0) | (v > 1) | (v != v)) else np.float32(0.0)
-            ts += tj
-            tn += np.float32(1.0) if tj < 0 else np.float32(0.0)
-            at += tj * lq if tj != 0 else np.float32(0.0)  # 0 * log 0 = 0
-            aw += lq
+        if is_log:
+            at, aw, ps, nb, ts, tn = _probs_run(xf, tf, base, m, lo, hi, ltol, True, False)
+        elif pos:
+            at, aw, ps, nb, ts, tn = _probs_run(xf, tf, base, m, lo, hi, ltol, False, True)
+        else:
+            at, aw, ps, nb, ts, tn = _probs_run(xf, tf, base, m, lo, hi, ltol, False, False)
         if not weighted:
             acc_t += at
             acc_w += aw
