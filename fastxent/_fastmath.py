@@ -592,15 +592,16 @@ def _cast_like_overload(value, like):
     return None
 
 
-def _prefetch_codegen(context, builder, signature, args):
-    """``llvm.prefetch`` of the address of ``arr[idx...]`` (no bounds or wraparound checks)."""
+def _emit_prefetches(context, builder, signature, args, n_lines):
+    """``llvm.prefetch`` of the address of ``arr[idx...]`` and of the ``n_lines - 1``
+    64-byte lines after it, in straight-line code (no bounds or wraparound checks)."""
     aryty = signature.args[0]
     ary = context.make_array(aryty)(context, builder, args[0])
     shape = cgutils.unpack_tuple(builder, ary.shape, aryty.ndim)
     strides = cgutils.unpack_tuple(builder, ary.strides, aryty.ndim)
     inds = [
         context.cast(builder, v, t, types.intp)
-        for v, t in zip(args[1:], signature.args[1:], strict=True)
+        for v, t in zip(args[1 : 1 + aryty.ndim], signature.args[1 : 1 + aryty.ndim], strict=True)
     ]
     ptr = cgutils.get_item_pointer2(
         context, builder, ary.data, shape, strides, aryty.layout, inds,
@@ -610,11 +611,17 @@ def _prefetch_codegen(context, builder, signature, args):
     i32 = ir.IntType(32)
     fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
     fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-    # read, locality 2 (x86 prefetcht1: into L2, not L1), data cache. Into L1 (prefetcht0)
-    # the gather at 1M x 100 was 2.3x slower on Zen 4: the requests wait for L1's few miss
-    # buffers; L2 keeps far more of them in flight.
-    builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
+    for k in range(n_lines):
+        line = builder.gep(i8p, [ir.Constant(ir.IntType(64), 64 * k)]) if k else i8p
+        # read, locality 2 (x86 prefetcht1: into L2, not L1), data cache. Into L1
+        # (prefetcht0) the gather at 1M x 100 was 2.3x slower on Zen 4: the requests wait
+        # for L1's few miss buffers; L2 keeps far more of them in flight.
+        builder.call(fn, [line, ir.Constant(i32, 0), ir.Constant(i32, 2), ir.Constant(i32, 1)])
     return context.get_dummy_value()
+
+
+def _prefetch_codegen(context, builder, signature, args):
+    return _emit_prefetches(context, builder, signature, args, 1)
 
 
 @intrinsic
@@ -632,9 +639,19 @@ def prefetch2d(typingctx, arr, i, j):
 
 
 @intrinsic
-def prefetch1d(typingctx, arr, i):
-    """Hint the CPU to fetch ``arr[i]`` into cache (see :func:`prefetch2d`); ``i`` may lie
-    past the end of ``arr``: a prefetch never faults."""
+def prefetch_span(typingctx, arr, i, n):
+    """Hint the CPU to fetch ``arr[i : i + n]`` (``n`` a compile-time constant), one
+    request per 64-byte line, unrolled: no loop, so the callers' control flow keeps the
+    shape Numba's reference-count pruning needs (a prefetch loop between a row's incref
+    and decref of its arrays left both in, two atomic operations per row). ``i + n`` may
+    lie past the end of ``arr``: a prefetch never faults."""
     if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
         return None
-    return types.none(arr, i), _prefetch_codegen
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    n_lines = -(-n.literal_value * arr.dtype.bitwidth // 8 // 64)
+
+    def codegen(context, builder, signature, args):
+        return _emit_prefetches(context, builder, signature, args, n_lines)
+
+    return types.none(arr, i, n), codegen

@@ -41,8 +41,8 @@ from ._fastmath import (
     or_bits,
     pairs_of,
     pick_in_pair,
-    prefetch1d,
     prefetch2d,
+    prefetch_span,
 )
 
 _HELPER = HELPER_OPTIONS
@@ -96,7 +96,7 @@ _TINY_NORMAL = 1.1754943508222875e-38
 # 1M x 100 on Zen 3: 16 rows 9-27% faster than 64, 8 rows 7% slower, 32 no better than 64.
 _PREFETCH_ROWS = 16
 # Rows of at least this many classes ask for the next run's columns (4 KB of float32) before
-# each run of the logits loops (see _prefetch_span): the hardware prefetcher alone left them
+# each run of the logits loops (see prefetch_span): the hardware prefetcher alone left them
 # waiting on memory (Zen 3, A/B against none, logits + labels: 1.4x at C = 512, 1.1-1.2x at
 # 1,000, 1.04-1.14x at 32,000; neutral at 100 and 128, where the hardware keeps up. 8 KB
 # ahead gained less at both; 2 KB less at 1,000 and about as much at 32,000. Soft targets:
@@ -274,15 +274,6 @@ def _sumexp_run(xf, start, n, shift):
 
 
 @njit(**_HOT)
-def _prefetch_span(a, start, n):
-    """Ask for ``a[start : start + n]`` into cache, one request per 64-byte line (the span
-    may reach past the end of ``a``: a prefetch never faults)."""
-    step = 64 // a.itemsize
-    for c in range(0, n, step):
-        prefetch1d(a, start + np.uint64(c))
-
-
-@njit(**_HOT)
 def _row_sumexp_main(xf, start, n, shift, tail, tstart, tstride):
     """``sum exp(x - shift)`` over the whole 32-chunks of the row ``xf[start : start + n]``,
     split into the entries below ``shift`` and those at or above it (see
@@ -299,7 +290,7 @@ def _row_sumexp_main(xf, start, n, shift, tail, tstart, tstride):
     above = 0.0
     for c0 in range(0, n_main, _RUN):
         if n >= _PREFETCH_ROW_MIN:  # the next run (for C < 1024 the next rows)
-            _prefetch_span(xf, start + np.uint64(c0 + _RUN), _RUN)
+            prefetch_span(xf, start + np.uint64(c0 + _RUN), _RUN)
         b, a = _sumexp_run(xf, start + np.uint64(c0), min(_RUN, n_main - c0), shift)
         below += b
         above += a
@@ -1162,9 +1153,9 @@ def _dense_logits_row(
         else:
             if n_classes >= _PREFETCH_ROW_MIN:
                 # The targets' next run, and the logits the next row's max pass will read.
-                _prefetch_span(tf, base + np.uint64(_RUN), _RUN)
-                if n_classes <= _RUN:
-                    _prefetch_span(xf, base + np.uint64(n_classes), n_classes)
+                prefetch_span(tf, base + np.uint64(_RUN), _RUN)
+                if n_classes <= _RUN:  # (and the rows after it, up to 4 KB)
+                    prefetch_span(xf, base + np.uint64(n_classes), _RUN)
             acc, cnt, ts, neg, tx = _dense_logits_run(xf, tf, base, min(_RUN, n_main - c0), m)
             tw += ts
             dx = 0.0  # unweighted rows sum the differences only for smoothing, below
