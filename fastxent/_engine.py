@@ -19,7 +19,7 @@ import numpy as np
 from . import _kernels as K
 from ._config import BLOCK_ELEMENTS, CONVERT_ELEMENTS, MAX_BLOCK_ROWS, SERIAL_ELEMENTS
 from ._errors import InvalidValueError, SoftWarning
-from ._validate import Options, machine_eps, sum_tolerance
+from ._validate import Options, log_tolerance, sum_tolerance
 
 # Columns of the stats array by how blocks combine (index arrays, for fancy indexing).
 _FLOAT_SUMS = np.array([K.ST_LOSS, K.ST_NORM, K.ST_LOSS2, K.ST_LOSSNORM, K.ST_NORM2])
@@ -131,7 +131,7 @@ def run(
     clip_lo, clip_hi = opts.clip_bounds(pred.dtype)
     sum_tol = sum_tolerance(pred.dtype)
     tsum_tol = max(sum_tol, sum_tolerance(target.dtype)) if target_kind == "dense" else sum_tol
-    log_tol = 8.0 * machine_eps(pred.dtype)
+    log_tol = log_tolerance(pred.dtype)
     smoothing = opts.label_smoothing
     kind = opts.pred_kind
     # A copy is needed for float16 and, except on the gather path over probabilities, for
@@ -247,7 +247,7 @@ def _raise_problems(p: Partials, pred, target_kind, target, opts: Options, row_o
                     f"row {row_offset + i}, class {j} has {v!r}."
                 )
         if opts.pred_kind == "log_probs":
-            j, v = _first_bad_entry(row, row > 8.0 * machine_eps(pred.dtype))
+            j, v = _first_bad_entry(row, row > log_tolerance(pred.dtype))
             raise InvalidValueError(
                 f"{pname} log-probabilities must be <= 0 (pred_kind='log_probs'); "
                 f"row {row_offset + i}, class {j} has {v!r}. "

@@ -235,6 +235,11 @@ def machine_eps(dtype: np.dtype) -> float:
     return float(np.finfo(dtype).eps) if eps is None else eps
 
 
+def log_tolerance(dtype: np.dtype) -> float:
+    """How far above 0 a log-probability stored as ``dtype`` may lie (rounding of log 1)."""
+    return 8.0 * machine_eps(dtype)
+
+
 def sum_tolerance(dtype: np.dtype) -> float:
     """How far a row of probabilities stored as ``dtype`` may sum away from 1 (sklearn's rule)."""
     return math.sqrt(machine_eps(dtype))
