@@ -430,7 +430,8 @@ def targets(report: Report) -> list[Target]:
             Target(
                 "warm-cache first call in a fresh process < 1 s beyond import numba",
                 _status(worst.warm < 1.0),
-                f"worst {worst.warm:.2f} s ({worst.path}); "
+                f"worst {worst.warm:.2f} s ({worst.path}, of which Numba's own set-up "
+                f"{worst.warm_numba_setup:.2f} s); "
                 + ", ".join(f"{s.path} {s.warm:.2f} s" for s in report.startup),
             )
         )
@@ -465,7 +466,7 @@ def _ms(seconds: float | None) -> str:
 
 
 def _num(value: float | None, spec: str) -> str:
-    return "—" if value is None else format(value, spec)
+    return "—" if value is None or value != value else format(value, spec)
 
 
 def table(
@@ -622,6 +623,13 @@ def render(report: Report, markdown: bool) -> str:
         for s in report.startup:
             rows.append([f"{s.path}: cold compile, beyond import numba", f"{s.cold:.2f}"])
             rows.append([f"{s.path}: warm-cache first call, beyond import numba", f"{s.warm:.2f}"])
+            rows.append(
+                [
+                    f"{s.path}: … of which Numba's own first-use set-up"
+                    + (" (SciPy installed: imports scipy.linalg)" if s.scipy else ""),
+                    _num(s.warm_numba_setup, ".2f"),
+                ]
+            )
         parts.append(table(["what", "seconds"], rows, markdown, [False, True]))
     else:
         parts.append("not run")

@@ -7,7 +7,8 @@ Not collected by the default test run; enable benchmarks explicitly::
 Every round starts a new interpreter (see ``_startup.py``). The benchmark time is that
 process's whole wall time; the figure that matters, the seconds beyond ``import numba``
 (``import fastxent`` plus the first ``cross_entropy`` call), is in ``extra_info``
-(``--benchmark-json`` keeps it; ``compare.py`` prints it). Cold rounds each get an empty
+(``--benchmark-json`` keeps it; ``compare.py`` prints it), with Numba's own first-use set-up
+(``numba_setup_s``, part of it) apart. Cold rounds each get an empty
 ``NUMBA_CACHE_DIR``; warm rounds share one that an untimed process filled first.
 """
 
@@ -24,6 +25,7 @@ def _record(benchmark, runs: list[dict[str, float]]) -> None:
     benchmark.extra_info.update(
         beyond_import_numba_s=median(r["beyond_numba"] for r in runs),
         import_numba_s=median(r["import_numba"] for r in runs),
+        numba_setup_s=median(r["numba_setup"] for r in runs),
         import_fastxent_s=median(r["import_fastxent"] for r in runs),
         first_call_s=median(r["first_call"] for r in runs),
     )
