@@ -431,7 +431,7 @@ def targets(report: Report) -> list[Target]:
                 "warm-cache first call in a fresh process < 1 s beyond import numba",
                 _status(worst.warm < 1.0),
                 f"worst {worst.warm:.2f} s ({worst.path}, of which Numba's own set-up "
-                f"{worst.warm_numba_setup:.2f} s); "
+                f"{_num(worst.warm_numba_setup, '.2f')} s); "
                 + ", ".join(f"{s.path} {s.warm:.2f} s" for s in report.startup),
             )
         )
