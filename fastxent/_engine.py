@@ -129,8 +129,7 @@ def run(
     ignore_index = opts.ignore_index if has_ignore else 0
     omit = opts.nan_policy == "omit"
     clip_lo, clip_hi = opts.clip_bounds(pred.dtype)
-    sum_tol = sum_tolerance(pred.dtype)
-    tsum_tol = max(sum_tol, sum_tolerance(target.dtype)) if target_kind == "dense" else sum_tol
+    sum_tol, tsum_tol = tolerances(pred.dtype, target_kind, target.dtype)
     log_tol = log_tolerance(pred.dtype)
     smoothing = opts.label_smoothing
     kind = opts.pred_kind
@@ -177,7 +176,7 @@ def run(
         partials = Partials(values)
     if partials[K.ST_PSUM_BAD] == 0 and partials[K.ST_TSUM_BAD] == 0:
         return partials  # every row sums to 1: no soft problem to report
-    messages = soft_messages(partials, names, tolerances(pred.dtype, target_kind, target.dtype))
+    messages = soft_messages(partials, names, (sum_tol, tsum_tol))
     if messages and opts.strict:
         raise InvalidValueError(messages[0] + " Normalise the rows, or drop strict=True.")
     if warn:
