@@ -417,6 +417,23 @@ def _or_bits_overload(acc, x):
     return None
 
 
+def bits_of(x):
+    """The bits of the float ``x`` as a signed integer of the same width. For ``x`` not
+    -0.0 or NaN, ``bits_of(x) > 0`` is ``x > 0`` and ``bits_of(x) == 0`` is ``x == 0``: the
+    largest bits of a row, one integer ``max`` per vector (a float max reduction does not
+    vectorise without ``nnan``), tell whether an entry is above or equal to 0."""
+    raise NotImplementedError("bits_of is only callable from Numba-compiled code")
+
+
+@overload(bits_of, inline="always")
+def _bits_of_overload(x):
+    if x == types.float32:
+        return lambda x: _bits_from_f32(x)
+    if x == types.float64:
+        return lambda x: _bits_from_f64(x)
+    return None
+
+
 def no_bits(like):
     """The integer 0 as wide as the float scalar ``like``: the start of :func:`or_bits`."""
     raise NotImplementedError("no_bits is only callable from Numba-compiled code")

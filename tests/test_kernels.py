@@ -453,7 +453,7 @@ def test_overflowing_shift_takes_the_exact_path(n_classes):
     assert np.isfinite(got).all()
 
 
-@pytest.mark.parametrize("n_classes", [5, 40, 100])
+@pytest.mark.parametrize("n_classes", [5, 40, 100, 700])
 def test_rows_far_above_the_label_are_exact(n_classes):
     """Entries 60-95 above the label: the row sum passes 1e30 (the fast exp saturates at
     exp(88)) and the float64 path scores the row."""
@@ -466,7 +466,7 @@ def test_rows_far_above_the_label_are_exact(n_classes):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("n_classes", [40, 100])
+@pytest.mark.parametrize("n_classes", [40, 100, 700])
 def test_misses_that_look_like_ties_are_decided_exactly(n_classes):
     """An entry 1 ulp above the label (exp rounds to 1) and entries whose exp terms add up
     to a whole number look like ties in the row sums: the exact scan decides."""
@@ -485,7 +485,7 @@ def test_misses_that_look_like_ties_are_decided_exactly(n_classes):
     np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
-@pytest.mark.parametrize("n_classes", [2, 5, 40])
+@pytest.mark.parametrize("n_classes", [2, 5, 40, 700])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_very_confident_rows_keep_their_tiny_loss(n_classes, dtype):
     """exp of the shifted logits underflows float32: the loss (~1e-86) is still exact."""
@@ -525,7 +525,7 @@ def test_accuracy_and_loss_of_logits_without_ties(rng, n_classes):
         np.testing.assert_allclose(got.stderr, stderr, rtol=1e-5)
 
 
-@pytest.mark.parametrize("n_classes", [2, 4, 40, 300])
+@pytest.mark.parametrize("n_classes", [2, 4, 40, 300, 700])
 def test_accuracy_uses_the_first_argmax_on_ties(n_classes):
     x = np.zeros((3, n_classes), dtype=np.float32)
     x[0, 0] = x[0, 1] = 1.0  # tie between classes 0 and 1
@@ -535,6 +535,44 @@ def test_accuracy_uses_the_first_argmax_on_ties(n_classes):
     acc = fx.Accumulator(pred_kind="logits")
     acc.update(x, y)
     assert acc.result().accuracy == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("n_classes", [700, 2100])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_wide_rows_split_only_the_label_chunk(rng, n_classes, dtype):
+    """Rows of 640 whole-chunk columns or more split only the label's chunk of 32 into terms
+    below / at or above the label; the other columns are summed whole, their ties and
+    entries above the label found from the largest difference of each run of 1,024. Labels
+    in the first, a middle and the last whole chunk and in the tail; a tie or an entry just
+    above the label before, in and after the label's chunk (in another run for 2,100
+    columns); two ties in two runs; a confident row; ties at +0 / -0 (the split kept)."""
+    n_main = n_classes - n_classes % 32
+    cases = []  # (label, {column: logit}) on a row of small logits below 1
+    for lab in (3, 40, n_main // 2 + 5, n_main - 1, n_classes - 1):
+        cases.append((lab, {lab: 2.0}))  # a hit
+        in_chunk = min(lab - lab % 32 + (lab + 7) % 32, n_classes - 1)
+        for col in {0, in_chunk, n_classes - 2} - {lab}:
+            cases.append((lab, {lab: 2.0, col: 2.0}))  # a tie: the first index wins
+            cases.append((lab, {lab: 2.0, col: np.nextafter(dtype(2.0), dtype(3.0))}))
+            cases.append((lab, {lab: 2.0, col: 9.0}))  # a clear miss
+        cases.append((lab, {lab: 2.0, 1: 2.0, n_classes - 3: 2.0}))
+        cases.append((lab, {lab: 30.0}))  # confident: a loss of ~1e-10
+    x = (rng.random((len(cases) + 2, n_classes)) - 0.5).astype(dtype)
+    y = np.zeros(len(x), np.int64)
+    for i, (lab, entries) in enumerate(cases):
+        y[i] = lab
+        for col, v in entries.items():
+            x[i, col] = v
+    x[-2:] = 0.25
+    x[-2, 9], x[-2, 600] = 0.0, -0.0  # label 600 at -0, class 9 at +0: a tie, class 9 first
+    x[-1, 9], x[-1, 600] = -0.0, 0.0
+    y[-2:] = 600
+    acc = fx.Accumulator(pred_kind="logits")
+    acc.update(x, y)
+    assert acc.result().accuracy == (np.argmax(x, axis=1) == y).mean()
+    got = fx.cross_entropy(x, y, pred_kind="logits", reduction="none")
+    want = naive_cross_entropy(x, y, pred_kind="logits", reduction="none")
+    np.testing.assert_allclose(got, want, rtol=1e-12 if dtype == np.float64 else 1e-6)
 
 
 def test_results_do_not_depend_on_the_thread_count(rng):
