@@ -567,10 +567,8 @@ def _apply_class_weights(labels, cw, loss, norm):
 def _make_sumexp_rows(wide):
     """The first pass over a block's rows for C > 2 (``u = sum_{j != y} exp(x_j - x_y)``
     and the row's state), summing rows with :func:`_row_sumexp_wide` if ``wide`` else
-    :func:`_row_sumexp_main`. Two functions, one loop each: with both row sums in one loop
-    (even behind a branch on the width, even the wide one not inlined) the short rows' loop
-    ran 9-12% slower at 100 columns; apart, it still runs 1-2% more instructions and 4-7%
-    more cycles there (single thread, Zen 3) than with no wide loop in the block at all."""
+    :func:`_row_sumexp_main`: one loop each (with both row sums in one loop, even behind a
+    branch on the width, the short rows' loop ran 9-12% slower at 100 columns)."""
 
     @njit(**_HOT)
     def sumexp_rows(xf, labels, n_classes, has_ignore, ignore_index, u, state, tail):
@@ -612,63 +610,76 @@ _sumexp_rows = _make_sumexp_rows(False)
 _sumexp_rows_wide = _make_sumexp_rows(True)
 
 
-@njit(**_HELPER)
-def _gather_logits_block(
-    x, labels, cw, cw_sum, has_ignore, ignore_index, smoothing, plain, u, norm, state, tail
-):
-    n, n_classes = x.shape
-    xf = x.reshape(-1)
-    n_tail = n_classes % _CHUNK
-    # Pass 1: u = sum_{j != y} exp(x_j - x_y). Shifting by the true-class logit (not the max)
-    # needs one read per row; a row where that overflows takes the exact path.
-    if n_classes == 2:
-        if _two_class_pass(xf, labels, cw, has_ignore, ignore_index, u, norm, state) > 0:
-            for i in range(n):
-                if state[i] == _NEED_EXACT:
-                    lab = labels[i]
-                    loss, state[i] = _logits_row_exact(xf[2 * i : 2 * i + 2], lab)
-                    u[i] = cw[lab] * loss if cw[lab] != 0.0 else 0.0
-    else:
-        if n_classes - n_tail >= _PLAIN_MIN:
-            _sumexp_rows_wide(xf, labels, n_classes, has_ignore, ignore_index, u, state, tail)
+def _make_gather_logits_block(wide):
+    """The block of :func:`xent_gather_logits`, made once for rows narrower than
+    ``_PLAIN_MIN`` whole-chunk columns and once (``wide``) for the others: with both row
+    loops in one block function, the short rows' loop ran 1-2% more instructions and 4-7%
+    more cycles at 100 columns (single thread, Zen 3) than with no wide loop beside it; one
+    block function per width runs as many instructions as before the wide loop existed."""
+
+    @njit(**_HELPER)
+    def gather_logits_block(
+        x, labels, cw, cw_sum, has_ignore, ignore_index, smoothing, plain, u, norm, state, tail
+    ):
+        n, n_classes = x.shape
+        xf = x.reshape(-1)
+        n_tail = n_classes % _CHUNK
+        # Pass 1: u = sum_{j != y} exp(x_j - x_y). Shifting by the true-class logit (not the max)
+        # needs one read per row; a row where that overflows takes the exact path.
+        if n_classes == 2:
+            if _two_class_pass(xf, labels, cw, has_ignore, ignore_index, u, norm, state) > 0:
+                for i in range(n):
+                    if state[i] == _NEED_EXACT:
+                        lab = labels[i]
+                        loss, state[i] = _logits_row_exact(xf[2 * i : 2 * i + 2], lab)
+                        u[i] = cw[lab] * loss if cw[lab] != 0.0 else 0.0
         else:
-            _sumexp_rows(xf, labels, n_classes, has_ignore, ignore_index, u, state, tail)
-        # The columns past the last whole chunk, exponentiated in one flat vector loop.
-        for j in range(tail.shape[0]):
-            tail[j] = fexp(tail[j])
-        for j in range(n_tail):  # column by column: vector loops over the rows (-3.5% at C=100)
+            if wide:
+                _sumexp_rows_wide(xf, labels, n_classes, has_ignore, ignore_index, u, state, tail)
+            else:
+                _sumexp_rows(xf, labels, n_classes, has_ignore, ignore_index, u, state, tail)
+            # The columns past the last whole chunk, exponentiated in one flat vector loop.
+            for j in range(tail.shape[0]):
+                tail[j] = fexp(tail[j])
+            for j in range(n_tail):  # column by column: vector loops over the rows (-3.5% at C=100)
+                for i in range(n):
+                    u[i] += tail[j * n + i]
+            # Rows the fast pass could not settle, found by a branch-free scan (usually none).
+            n_odd = 0.0
+            n_plain = 0.0
             for i in range(n):
-                u[i] += tail[j * n + i]
-        # Rows the fast pass could not settle, found by a branch-free scan (usually none).
-        n_odd = 0.0
-        n_plain = 0.0
-        for i in range(n):
-            n_odd += 1.0 if _needs_exact(state[i], u[i]) | (state[i] == _TIE) else 0.0
-            n_plain += 1.0 if state[i] <= _FAST_MISS else 0.0
-        if plain and n_odd == 0.0 and n_plain == n:
-            return True  # every row scored by the fast pass: the caller takes the logs
-        if n_odd > 0.0:
+                n_odd += 1.0 if _needs_exact(state[i], u[i]) | (state[i] == _TIE) else 0.0
+                n_plain += 1.0 if state[i] <= _FAST_MISS else 0.0
+            if plain and n_odd == 0.0 and n_plain == n:
+                return True  # every row scored by the fast pass: the caller takes the logs
+            if n_odd > 0.0:
+                for i in range(n):
+                    row = xf[i * n_classes : (i + 1) * n_classes]
+                    if _needs_exact(state[i], u[i]):
+                        loss, state[i] = _logits_row_exact(row, labels[i])
+                        u[i] = loss
+                    elif state[i] == _TIE:  # another class ties with the label: first index wins
+                        hit = _label_is_first_argmax(row, labels[i])
+                        state[i] = _FAST_HIT if hit else _FAST_MISS
+            # Pass 2: one vectorised log over the block (kept apart from the gather of the class
+            # weights, which would stop it vectorising), then class weights.
             for i in range(n):
+                v = log1p_f64(u[i])
+                u[i] = v if state[i] <= _FAST_MISS else u[i]
+            _apply_class_weights(labels, cw, u, norm)
+        if smoothing > 0.0:
+            for i in range(n):
+                if state[i] >= _NONFINITE:
+                    continue
                 row = xf[i * n_classes : (i + 1) * n_classes]
-                if _needs_exact(state[i], u[i]):
-                    loss, state[i] = _logits_row_exact(row, labels[i])
-                    u[i] = loss
-                elif state[i] == _TIE:  # another class ties with the label: first index wins
-                    hit = _label_is_first_argmax(row, labels[i])
-                    state[i] = _FAST_HIT if hit else _FAST_MISS
-        # Pass 2: one vectorised log over the block (kept apart from the gather of the class
-        # weights, which would stop it vectorising), then class weights.
-        for i in range(n):
-            v = log1p_f64(u[i])
-            u[i] = v if state[i] <= _FAST_MISS else u[i]
-        _apply_class_weights(labels, cw, u, norm)
-    if smoothing > 0.0:
-        for i in range(n):
-            if state[i] >= _NONFINITE:
-                continue
-            row = xf[i * n_classes : (i + 1) * n_classes]
-            u[i] = _mix(smoothing, u[i], _smoothing_term(row, cw), n_classes)
-    return False
+                u[i] = _mix(smoothing, u[i], _smoothing_term(row, cw), n_classes)
+        return False
+
+    return gather_logits_block
+
+
+_gather_logits_block = _make_gather_logits_block(False)
+_gather_logits_block_wide = _make_gather_logits_block(True)
 
 
 @njit(**_HELPER)
@@ -695,6 +706,7 @@ def xent_gather_logits(
     cw_sum = _total(cw)
     plain = smoothing == 0.0 and out.shape[0] == 0 and _all_ones(cw)
     ones = _ones(block_rows if plain and sw.shape[0] == 0 else 0)  # as in xent_gather_probs
+    wide = x.shape[1] - x.shape[1] % _CHUNK >= _PLAIN_MIN
     for b in prange(stats.shape[0]):
         r0 = b * block_rows
         r1 = min(n, r0 + block_rows)
@@ -711,19 +723,11 @@ def xent_gather_logits(
         norm = np.empty(r1 - r0)
         state = np.empty(r1 - r0, np.int8)
         tail = np.empty((r1 - r0) * (x.shape[1] % _CHUNK), x.dtype)
-        if _gather_logits_block(
-            x[r0:r1],
-            labels[r0:r1],
-            cw,
-            cw_sum,
-            has_ignore,
-            ignore_index,
-            smoothing,
-            plain,
-            u,
-            norm,
-            state,
-            tail,
+        block = (x[r0:r1], labels[r0:r1], cw, cw_sum, has_ignore, ignore_index, smoothing, plain)
+        if (
+            _gather_logits_block_wide(*block, u, norm, state, tail)
+            if wide
+            else _gather_logits_block(*block, u, norm, state, tail)
         ):
             _plain_logits_sums(u, state, sw_b, stats[b])
             continue
