@@ -425,13 +425,7 @@ def bits_of(x):
     raise NotImplementedError("bits_of is only callable from Numba-compiled code")
 
 
-@overload(bits_of, inline="always")
-def _bits_of_overload(x):
-    if x == types.float32:
-        return lambda x: _bits_from_f32(x)
-    if x == types.float64:
-        return lambda x: _bits_from_f64(x)
-    return None
+_by_precision(bits_of, _bits_from_f32, _bits_from_f64)
 
 
 def no_bits(like):
