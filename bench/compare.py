@@ -12,8 +12,9 @@ Usage (from anywhere; a full run takes several minutes and wants the machine to 
   go round-robin over the implementations (the starting one rotates) so drift hits all alike;
   a round times enough calls to last ~50 ms. Reported: the median (and fastest) time per
   call over the rounds, the ratio ``baseline median / fastxent median`` (> 1: fastxent is
-  faster), GB/s of predictions processed
-  and the relative error of the result against a float64 reference computed from the same
+  faster), the quartiles of the per-round ratios (baseline / fastxent within one round: how
+  far the host's noise moves the ratio), GB/s of predictions processed and the relative
+  error of the result against a float64 reference computed from the same
   float32 values; fastxent's error is also checked with logits offset by +1000 and -1000.
 * **End to end**: ``fastxent.score`` over Parquet (plain, zstd) and Arrow IPC files of
   logits against pyarrow alone reading the same columns with the same settings.
@@ -111,6 +112,10 @@ class KernelRow:
     seconds: float | None = None  # median
     best: float | None = None  # fastest round
     ratio: float | None = None  # baseline time / fastxent time
+    # The quartiles of the per-round ratios (this row's sample / fastxent's sample of the same
+    # round): how far the host's noise moves the ratio.
+    ratio_q1: float | None = None
+    ratio_q3: float | None = None
     gbps: float | None = None
     rel_err: float | None = None
     skipped: str | None = None
@@ -177,6 +182,9 @@ def measure_kernels(report: Report) -> None:
                 row.seconds = times[name]
                 row.best = min(samples[name])
                 row.ratio = row.seconds / ours
+                row.ratio_q1, row.ratio_q3 = _quartiles(
+                    [a / b for a, b in zip(samples[name], samples[impls.OURS], strict=True)]
+                )
                 row.gbps = d.pred_bytes / row.seconds / 1e9
                 if name != impls.SUM:
                     row.rel_err = impls.relative_error(values[name], expected)
@@ -195,6 +203,13 @@ def measure_kernels(report: Report) -> None:
                 del shifted
         d.clear()
         gc.collect()
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 def measure_e2e(report: Report) -> None:
@@ -343,11 +358,17 @@ def _ratio_target(
     at_least: float,
     shapes: Sequence[tuple[int, int]],
 ) -> Target:
-    found = [(s, r.ratio) for s in shapes if (r := _kernel(report, path, impl, s)) is not None]
+    found = [(s, r) for s in shapes if (r := _kernel(report, path, impl, s)) is not None]
     if not found:
         return Target(name, "SKIP", f"no {impl} measurement")
-    figure = ", ".join(f"{impls.shape_id(s)}: {ratio:.1f}x" for s, ratio in found)
-    return Target(name, _status(all(ratio >= at_least for _, ratio in found)), figure)
+    figure = ", ".join(f"{impls.shape_id(s)}: {_ratio_text(row)}" for s, row in found)
+    return Target(name, _status(all(row.ratio >= at_least for _, row in found)), figure)
+
+
+def _ratio_text(row: KernelRow) -> str:
+    """``6.4x (rounds 5.1-7.9x)``: the ratio of the medians and the quartiles of the
+    per-round ratios."""
+    return f"{row.ratio:.1f}x (rounds {row.ratio_q1:.1f}-{row.ratio_q3:.1f}x)"
 
 
 def targets(report: Report) -> list[Target]:
@@ -393,12 +414,17 @@ def targets(report: Report) -> list[Target]:
             _kernel(report, "logits+labels", impls.SUM, s),
         )
         if ours is not None and ceiling is not None:
-            found.append((s, ours.seconds / ceiling.seconds))
+            # ceiling.ratio_q* are quartiles of sum / ours: inverted, of ours / sum.
+            found.append((s, 1 / ceiling.ratio, 1 / ceiling.ratio_q3, 1 / ceiling.ratio_q1))
     out.append(
         Target(
             "logits+labels at C ≥ 1000 at least half the speed of the parallel sum (ours ≤ 2x sum)",
-            _status(all(q <= 2.0 for _, q in found)) if found else "SKIP",
-            ", ".join(f"{impls.shape_id(s)}: ours = {q:.2f}x sum" for s, q in found) or "no data",
+            _status(all(q <= 2.0 for _, q, _, _ in found)) if found else "SKIP",
+            ", ".join(
+                f"{impls.shape_id(s)}: ours = {q:.2f}x sum (rounds {lo:.2f}-{hi:.2f}x)"
+                for s, q, lo, hi in found
+            )
+            or "no data",
         )
     )
     e2e = {row.name: row for row in report.e2e}
@@ -518,7 +544,9 @@ def render(report: Report, markdown: bool) -> str:
 
     parts.append(h("Kernels (in memory)"))
     parts.append(
-        "ratio = baseline median / fastxent median (> 1: fastxent is faster); GB/s = bytes of the "
+        "ratio = baseline median / fastxent median (> 1: fastxent is faster); per-round ratios = "
+        "the 25th-75th percentiles of baseline / fastxent within each round, how far this "
+        "host's noise moves the ratio; GB/s = bytes of the "
         "prediction matrix / time; rel err = |result - float64 reference| / reference, the "
         "reference computed from the same float32 values. parallel-sum is a Numba sum of the "
         "arrays the path reads (both matrices for soft targets): the memory-read ceiling."
@@ -526,7 +554,7 @@ def render(report: Report, markdown: bool) -> str:
     rows = []
     for r in report.kernels:
         if r.skipped is not None:
-            rows.append([r.path, impls.shape_id(r.shape), r.impl, "skipped", "—", "—", "—", "—"])
+            rows.append([r.path, impls.shape_id(r.shape), r.impl, "skipped", *["—"] * 5])
             continue
         rows.append(
             [
@@ -536,6 +564,7 @@ def render(report: Report, markdown: bool) -> str:
                 _ms(r.seconds),
                 _ms(r.best),
                 f"{r.ratio:.2f}",
+                f"{r.ratio_q1:.2f}-{r.ratio_q3:.2f}",
                 f"{r.gbps:.2f}",
                 _num(r.rel_err, ".1e"),
             ]
@@ -549,12 +578,13 @@ def render(report: Report, markdown: bool) -> str:
                 "median (ms)",
                 "min (ms)",
                 "ratio vs ours",
+                "per-round ratios (quartiles)",
                 "GB/s",
                 "rel err",
             ],
             rows,
             markdown,
-            [False, False, False, True, True, True, True, True],
+            [False, False, False, True, True, True, True, True, True],
         )
     )
     reasons = sorted({f"{r.impl}: {r.skipped}" for r in report.kernels if r.skipped})
