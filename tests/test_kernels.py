@@ -306,7 +306,7 @@ def test_soft_target_row_paths_against_reference(rng, n_classes, dtype):
     """Soft targets over logits: short rows, whole 32-chunks, the last C % 32 columns (taken
     through the block's tail buffer: the row max in the chunks tied with a tail column, the
     max in the tail, -inf logits with zero targets there), zero targets, several float32
-    runs, label smoothing."""
+    runs, label smoothing, sums that underflow float32."""
     n = 61
     x = (rng.standard_normal((n, n_classes)) * 4).astype(dtype)
     t = rng.random((n, n_classes))
@@ -322,6 +322,12 @@ def test_soft_target_row_paths_against_reference(rng, n_classes, dtype):
         x[40:45, 1] = -np.inf  # in the chunks: 0 * (-inf) must count as 0, not NaN
         t[40:45, 1] = 0.0
         t[45:50, 2] = -0.0  # a negative zero is a valid target
+        # Sums that underflow float32, redone in float64 by the block: a confident row ...
+        x[50:55, 0] = 200.0
+        t[50:55] = 0.0
+        t[50:55, 0] = 1.0
+        x[55:58, 0] = 200.0  # ... and one whose tail holds a term the redo must not add twice
+        x[55:58, tail_col] = 199.0
     t /= t.sum(axis=1, keepdims=True)
     for smoothing in (0.0, 0.1):
         got = fx.cross_entropy(
