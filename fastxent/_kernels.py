@@ -1202,7 +1202,9 @@ def _dense_logits_row(
     ``(u, tw, twx, tsum, tneg)`` with loss = tw * log1p(u) - twx (see :func:`_dense_loss`),
     the target sum and the count of negative targets; ``u`` leaves out the exp terms of the
     differences it stores in ``tail``. ``u`` is NaN when the fast pass cannot decide
-    (non-finite logits).
+    (non-finite logits) and -1 when its float32 sum fell below _TINY (the block redoes it,
+    :func:`_dense_logits_rare`); an unweighted row's ``twx`` lacks the smoothing term of
+    its logits, which the block adds.
 
     One fused vector pass after the row max: S = 1 + u = sum_j exp(x_j - max) and
     twx = sum_j w_j t_j (x_j - max), with no per-element log; the log of S is left to a
