@@ -1203,8 +1203,8 @@ def _dense_logits_row(
     the target sum and the count of negative targets; ``u`` leaves out the exp terms of the
     differences it stores in ``tail``. ``u`` is NaN when the fast pass cannot decide
     (non-finite logits) and -1 when its float32 sum fell below _TINY (the block redoes it,
-    :func:`_dense_logits_rare`); an unweighted row's ``twx`` lacks the smoothing term of
-    its logits, which the block adds.
+    :func:`_dense_logits_rare`); an unweighted row's ``tw`` and ``twx`` come without label
+    smoothing, which the block mixes in.
 
     One fused vector pass after the row max: S = 1 + u = sum_j exp(x_j - max) and
     twx = sum_j w_j t_j (x_j - max), with no per-element log; the log of S is left to a
@@ -1258,7 +1258,7 @@ def _dense_logits_row(
                     prefetch_span(xf, base + np.uint64(n_classes), _RUN)
             acc, cnt, ts, neg, tx = _dense_logits_run(xf, tf, base, min(_RUN, n_main - c0), m)
             tw += ts
-            dx = 0.0  # unweighted rows sum the differences only for smoothing, below
+            dx = 0.0  # unweighted rows: the block sums the differences for smoothing
         total += acc
         hits += cnt
         tsum += ts
@@ -1290,13 +1290,18 @@ def _dense_logits_row(
     # float32 (-1 here, redone by :func:`_dense_logits_redo`). Done here, behind a branch,
     # it made Numba keep an atomic reference count of ``xf`` and ``tail`` per row (Zen 3,
     # soft targets at 100 classes: 4% more instructions, 4-7% more cycles).
-    if smoothing > 0.0:
+    if smoothing > 0.0 and weighted:
         tw = _mix(smoothing, tw, cw_sum, n_classes)
-        twx = _mix(smoothing, twx, wx, n_classes)  # wx = 0 for unweighted rows
-    # A select, not (hits - 1) + total alone: reassociation would round 1 + total first,
-    # which only matters (and only happens here) when hits == 1.
-    u = total if hits == 1.0 else (hits - 1.0) + total
-    return u if total >= _TINY else -1.0, tw, twx, tsum, tneg
+        twx = _mix(smoothing, twx, wx, n_classes)
+    return _sum_off_max(total, hits) if total >= _TINY else -1.0, tw, twx, tsum, tneg
+
+
+@njit(**_HOT)
+def _sum_off_max(total, hits):
+    """``S - 1`` from ``total``, the sum of the terms below the max, and ``hits``, how many
+    entries equal it (each adds exactly 1 to S). A select, not (hits - 1) + total alone:
+    reassociation would round 1 + total first, which only matters when hits == 1."""
+    return total if hits == 1.0 else (hits - 1.0) + total
 
 
 @njit(**_EXACT)
@@ -1313,7 +1318,7 @@ def _dense_logits_redo(xf, start, n_classes, tail, tstart, tstride, n_tail):
         hits += 1.0 if v == mf else 0.0
     for j in range(n_tail):
         tail[tstart + np.uint64(j) * tstride] = -np.inf
-    return total if hits == 1.0 else (hits - 1.0) + total
+    return _sum_off_max(total, hits)
 
 
 @njit(**_HOT)
@@ -1552,9 +1557,10 @@ def _dense_two_class_probs(
 
 
 @njit(**_HELPER)
-def _dense_logits_rare(xf, n_classes, weighted, smoothing, u, twx, tail, n_tail):
+def _dense_logits_rare(xf, n_classes, weighted, cw_sum, smoothing, u, tw, twx, tail, n_tail):
     """The work :func:`_dense_logits_row` leaves to the block: rows whose sum it marked -1
-    redone in float64, and the smoothing term of unweighted rows (NaN rows are left NaN)."""
+    redone in float64, and label smoothing mixed into unweighted rows (NaN rows are left
+    NaN)."""
     n = u.shape[0]
     n_redo = 0.0
     for i in range(n):  # branch-free: usually there is none
@@ -1569,8 +1575,9 @@ def _dense_logits_rare(xf, n_classes, weighted, smoothing, u, twx, tail, n_tail)
     if smoothing > 0.0 and not weighted:
         for i in range(n):
             if u[i] == u[i]:
-                start = np.uint64(i * n_classes)
-                twx[i] += (smoothing / n_classes) * _logit_gaps_sum(xf, start, n_classes)
+                wx = _logit_gaps_sum(xf, np.uint64(i * n_classes), n_classes)
+                tw[i] = _mix(smoothing, tw[i], cw_sum, n_classes)
+                twx[i] = _mix(smoothing, twx[i], wx, n_classes)
 
 
 @njit(**_HELPER)
@@ -1639,7 +1646,9 @@ def _dense_block(
             tsum[i] = ts
             flag[i] = 1 if (bad > 0 or tn > 0) else 0
         if kind == 0:
-            _dense_logits_rare(xf, n_classes, weighted, smoothing, loss, twx, tail, n_tail)
+            _dense_logits_rare(
+                xf, n_classes, weighted, cw_sum, smoothing, loss, tw, twx, tail, n_tail
+            )
             # The columns past the last whole chunk, exponentiated in one flat vector loop.
             for j in range(tail.shape[0]):
                 tail[j] = fexp(tail[j])
