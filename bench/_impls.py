@@ -28,6 +28,7 @@ if importlib.util.find_spec("fastxent") is None:  # `python bench/compare.py` fr
     sys.path.insert(0, str(ROOT))
 
 import fastxent  # noqa: E402
+from fastxent._fastmath import fexp_sum  # noqa: E402  (the exp the kernels use)
 
 #: Shapes of the issue: 8M, 100M, 100M and 320M float32 predictions.
 FULL_SHAPES = ((4_000_000, 2), (1_000_000, 100), (100_000, 1_000), (10_000, 32_000))
@@ -262,6 +263,38 @@ def parallel_sum(x: np.ndarray) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# The exp-throughput reference
+# --------------------------------------------------------------------------------------------
+
+
+@njit(parallel=True, nogil=True, fastmath=_FASTMATH)
+def _parallel_exp_sum(flat, block):
+    # _parallel_sum with one exp per entry (fastxent's own float32 exp), and nothing else:
+    # no shift, no log, no checks. The logits here are small enough not to overflow.
+    n = flat.shape[0]
+    n_blocks = (n + block - 1) // block
+    partial = np.empty(n_blocks)
+    for b in prange(n_blocks):
+        part = flat[b * block : min(n, (b + 1) * block)]
+        acc = np.float32(0.0)
+        for j in range(part.shape[0]):
+            acc += fexp_sum(part[j])
+        partial[b] = acc
+    total = 0.0
+    for b in range(n_blocks):
+        total += partial[b]
+    return total
+
+
+def parallel_exp_sum(x: np.ndarray) -> float:
+    """Sum of ``exp`` over a C-contiguous float32 matrix, parallel over blocks of rows: one
+    exp per entry is the least an exact loss over logits computes, so this is the
+    exp-throughput ceiling, as :func:`parallel_sum` is the read ceiling."""
+    block = max(1, _SUM_BLOCK_ELEMENTS // x.shape[1]) * x.shape[1]
+    return float(_parallel_exp_sum(x.reshape(-1), block))
+
+
+# --------------------------------------------------------------------------------------------
 # Implementations
 # --------------------------------------------------------------------------------------------
 
@@ -323,6 +356,11 @@ def _sum(path: str, d: ShapeData) -> Callable[[], float]:
     return lambda: parallel_sum(pred)
 
 
+def _exp_sum(path: str, d: ShapeData) -> Callable[[], float]:
+    pred, _ = d.inputs(path)
+    return lambda: parallel_exp_sum(pred)
+
+
 @dataclass(frozen=True)
 class Impl:
     """One implementation of a path: ``make(path, data)`` returns the zero-argument call."""
@@ -333,6 +371,7 @@ class Impl:
     module: str | None = None  # optional dependency
     max_elements: int | None = None
     note: str = ""
+    ceiling: bool = False  # a reference amount of work, not a loss: no accuracy check
 
     def skip_reason(self, shape: tuple[int, int]) -> str | None:
         if self.module is not None and importlib.util.find_spec(self.module) is None:
@@ -344,6 +383,7 @@ class Impl:
 
 OURS = "fastxent"
 SUM = "parallel-sum"
+EXP = "exp-sum"
 
 IMPLS = (
     Impl(OURS, _fastxent, PATHS, note="fastxent.cross_entropy"),
@@ -363,7 +403,16 @@ IMPLS = (
         max_elements=SKLEARN_MAX_ELEMENTS,
         note="sklearn.metrics.log_loss",
     ),
-    Impl(SUM, _sum, PATHS, note="parallel numba sum of the same arrays (read ceiling)"),
+    Impl(
+        SUM, _sum, PATHS, note="parallel numba sum of the same arrays (read ceiling)", ceiling=True
+    ),
+    Impl(
+        EXP,
+        _exp_sum,
+        ("logits+labels", "soft+logits"),
+        note="parallel numba sum of exp over the same logits, a log per row (exp ceiling)",
+        ceiling=True,
+    ),
 )
 
 
