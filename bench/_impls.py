@@ -233,65 +233,59 @@ def relative_error(got: float, expected: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------
-# The memory-bandwidth reference
+# The ceilings: the memory-bandwidth reference and the exp-throughput reference
 # --------------------------------------------------------------------------------------------
 
 
-@njit(parallel=True, nogil=True, fastmath=_FASTMATH)
-def _parallel_sum(flat, block):
-    # prange over blocks of whole rows; float32 sums inside a block (they vectorise under
-    # reassoc), float64 across blocks.
-    n = flat.shape[0]
-    n_blocks = (n + block - 1) // block
-    partial = np.empty(n_blocks)
-    for b in prange(n_blocks):
-        part = flat[b * block : min(n, (b + 1) * block)]
-        acc = np.float32(0.0)
-        for j in range(part.shape[0]):
-            acc += part[j]
-        partial[b] = acc
-    total = 0.0
-    for b in range(n_blocks):
-        total += partial[b]
-    return total
+def _make_parallel_sum(term):
+    """A parallel sum of ``term(v)`` over a flat float32 array, prange over blocks of whole
+    rows as fastxent's kernels; float32 sums inside a block (they vectorise under reassoc),
+    float64 across blocks."""
+
+    @njit(parallel=True, nogil=True, fastmath=_FASTMATH)
+    def parallel_sum_of(flat, block):
+        n = flat.shape[0]
+        n_blocks = (n + block - 1) // block
+        partial = np.empty(n_blocks)
+        for b in prange(n_blocks):
+            part = flat[b * block : min(n, (b + 1) * block)]
+            acc = np.float32(0.0)
+            for j in range(part.shape[0]):
+                acc += term(part[j])
+            partial[b] = acc
+        total = 0.0
+        for b in range(n_blocks):
+            total += partial[b]
+        return total
+
+    return parallel_sum_of
+
+
+@njit(inline="always")
+def _itself(v):
+    return v
+
+
+_parallel_sum = _make_parallel_sum(_itself)
+# fastxent's own float32 exp, with no shift, log or check: the logits here are small enough
+# not to overflow.
+_parallel_exp_sum = _make_parallel_sum(fexp_sum)
+
+
+def _block(x: np.ndarray) -> int:
+    return max(1, _SUM_BLOCK_ELEMENTS // x.shape[1]) * x.shape[1]
 
 
 def parallel_sum(x: np.ndarray) -> float:
     """Sum of a C-contiguous float32 matrix, parallel over blocks of rows: the read ceiling."""
-    block = max(1, _SUM_BLOCK_ELEMENTS // x.shape[1]) * x.shape[1]
-    return float(_parallel_sum(x.reshape(-1), block))
-
-
-# --------------------------------------------------------------------------------------------
-# The exp-throughput reference
-# --------------------------------------------------------------------------------------------
-
-
-@njit(parallel=True, nogil=True, fastmath=_FASTMATH)
-def _parallel_exp_sum(flat, block):
-    # _parallel_sum with one exp per entry (fastxent's own float32 exp), and nothing else:
-    # no shift, no log, no checks. The logits here are small enough not to overflow.
-    n = flat.shape[0]
-    n_blocks = (n + block - 1) // block
-    partial = np.empty(n_blocks)
-    for b in prange(n_blocks):
-        part = flat[b * block : min(n, (b + 1) * block)]
-        acc = np.float32(0.0)
-        for j in range(part.shape[0]):
-            acc += fexp_sum(part[j])
-        partial[b] = acc
-    total = 0.0
-    for b in range(n_blocks):
-        total += partial[b]
-    return total
+    return float(_parallel_sum(x.reshape(-1), _block(x)))
 
 
 def parallel_exp_sum(x: np.ndarray) -> float:
     """Sum of ``exp`` over a C-contiguous float32 matrix, parallel over blocks of rows: one
     exp per entry is the least an exact loss over logits computes, so this is the
     exp-throughput ceiling, as :func:`parallel_sum` is the read ceiling."""
-    block = max(1, _SUM_BLOCK_ELEMENTS // x.shape[1]) * x.shape[1]
-    return float(_parallel_exp_sum(x.reshape(-1), block))
+    return float(_parallel_exp_sum(x.reshape(-1), _block(x)))
 
 
 # --------------------------------------------------------------------------------------------
