@@ -404,7 +404,7 @@ IMPLS = (
         EXP,
         _exp_sum,
         ("logits+labels", "soft+logits"),
-        note="parallel numba sum of exp over the same logits, a log per row (exp ceiling)",
+        note="parallel numba sum of fastxent's float32 exp of the same logits (exp ceiling)",
         ceiling=True,
     ),
 )

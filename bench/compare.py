@@ -9,14 +9,15 @@ Usage (from anywhere; a full run takes several minutes and wants the machine to 
   ``F.cross_entropy``, sklearn's ``log_loss``, a parallel Numba sum of the same float32
   arrays (the read ceiling) and, for logits, the same sum of fastxent's float32 exp of
   every entry (the exp ceiling) run on the same data with the same threads (numba = torch
-  = T, default 2). Every implementation is warmed up once, then timed in ``--repeats`` rounds that
-  go round-robin over the implementations (the starting one rotates) so drift hits all alike;
-  a round times enough calls to last ~50 ms. Reported: the median (and fastest) time per
-  call over the rounds, the ratio ``baseline median / fastxent median`` (> 1: fastxent is
-  faster), the quartiles of the per-round ratios (baseline / fastxent within one round: how
-  far the host's noise moves the ratio), GB/s of predictions processed and the relative
-  error of the result against a float64 reference computed from the same
-  float32 values; fastxent's error is also checked with logits offset by +1000 and -1000.
+  = T, default 2). Every implementation is warmed up once, then timed in ``--repeats``
+  rounds that go round-robin over the implementations (the starting one rotates) so drift
+  hits all alike; a round times enough calls to last ~50 ms. Reported: the median (and
+  fastest) time per call over the rounds, the ratio ``baseline median / fastxent median``
+  (> 1: fastxent is faster), the quartiles of the per-round ratios (baseline / fastxent
+  within one round: how far the host's noise moves the ratio), GB/s of predictions
+  processed and the relative error of the result against a float64 reference computed from
+  the same float32 values; fastxent's error is also checked with logits offset by +1000
+  and -1000.
 * **End to end**: ``fastxent.score`` over Parquet (plain, zstd) and Arrow IPC files of
   logits against pyarrow alone reading the same columns with the same settings.
 * **Start-up**: ``import numba``, ``import fastxent`` and the first call of each path in fresh
