@@ -84,6 +84,8 @@ def _threads_for(work: int) -> Iterator[None]:
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     # One Numba specialisation per dtype instead of two (read-only Arrow buffers vs writable).
+    # Every read-only kernel argument goes through here, the empty "no weights" array too: a
+    # writable one made every kernel compile twice, once with weights and once without.
     if a.flags.writeable:
         a = a.view()
         a.flags.writeable = False
@@ -146,7 +148,7 @@ def run(
     for r0 in range(0, n_rows, per_chunk):
         r1 = min(n_rows, r0 + per_chunk)
         x = _readonly(_kernel_matrix(pred[r0:r1], contiguous=not gather_probs))
-        sw = _readonly(sample_weight[r0:r1]) if sample_weight.shape[0] else sample_weight
+        sw = _readonly(sample_weight[r0:r1])  # empty (no weights) or the chunk's weights
         o = out[r0:r1] if out is not None else np.empty(0)
         stats = K.new_stats(-(-(r1 - r0) // block_rows))
         common = (cw, sw, *((has_ignore, ignore_index) if target_kind == "labels" else ()))
