@@ -7,7 +7,8 @@ project's ``addopts`` pass ``--benchmark-disable``, so run them with::
     FASTXENT_BENCH_SMALL=1 python -m pytest bench --benchmark-enable   # rows / 100, seconds
 
 Pick a shape or an implementation with ``-k``, e.g. ``-k "1000000x100 and torch"``. Numba and
-torch both get ``FASTXENT_BENCH_THREADS`` threads (default 2).
+torch both get ``FASTXENT_BENCH_THREADS`` threads (default 2). ``python -m pytest
+bench/test_compare.py`` checks ``compare.py``'s own logic (no timing) in seconds.
 """
 
 from __future__ import annotations
