@@ -367,10 +367,14 @@ class Impl:
     note: str = ""
     ceiling: bool = False  # a reference amount of work, not a loss: no accuracy check
 
+    def fits(self, shape: tuple[int, int]) -> bool:
+        """Whether this shape is within the sizes the implementation is run at."""
+        return self.max_elements is None or shape[0] * shape[1] <= self.max_elements
+
     def skip_reason(self, shape: tuple[int, int]) -> str | None:
         if self.module is not None and importlib.util.find_spec(self.module) is None:
             return f"{self.module} is not installed"
-        if self.max_elements is not None and shape[0] * shape[1] > self.max_elements:
+        if not self.fits(shape):
             return f"{self.name} left out above {self.max_elements:.0e} elements (too slow)"
         return None
 
