@@ -369,7 +369,9 @@ def _row_sumexp_wide(xf, start, n, shift, lab, tail, tstart, tstride):
             # request before every run cost more than it saved on Zen 4 (2 threads, A/B in
             # one process, logits + labels: 1.45-1.69x faster at 10,000 x 32,000 and 1.48x at
             # 2,000 x 128,000 this way; rows of up to 1,024 columns, one run per span, keep
-            # every request).
+            # every request). Not measured on Zen 3, where a request before every run gained
+            # 1.04-1.14x at 32,000 (see _PREFETCH_ROW_MIN). At 40,000 x 4,000 on Zen 4 no
+            # request at all was 1.27x faster than either, but 0.92-0.97x at 1,000 columns.
             if r0 == p0:
                 prefetch_span(xf, start + np.uint64(r0 + _RUN), _RUN)
             total, hi = _plain_run(xf, start + np.uint64(r0), min(_RUN, p1 - r0), shift)
