@@ -376,7 +376,8 @@ def _ratio_target(
     shapes: Sequence[tuple[int, int]],
 ) -> Target:
     # Shapes the baseline sits out by design (sklearn above its size limit) are not owed.
-    shapes = [s for s in shapes if impls.impl_named(impl).fits(s)]
+    baseline = impls.impl_named(impl)
+    shapes = [s for s in shapes if baseline.fits(s)]
     found = [(s, r) for s in shapes if (r := _kernel(report, path, impl, s)) is not None]
     if not found:
         return Target(name, "SKIP", f"no {impl} measurement")
@@ -428,29 +429,25 @@ def targets(report: Report) -> list[Target]:
             shapes,
         ),
     ]
-    found = []
     wide = [s for s in shapes if s[1] >= 1000]
+    found: dict[tuple[int, int], tuple[float, str]] = {}  # shape: (ours / sum, its text)
     for s in wide:
         ours, ceiling, exps = (
             _kernel(report, "logits+labels", name, s) for name in (impls.OURS, impls.SUM, impls.EXP)
         )
         if ours is not None and ceiling is not None:
             # ceiling.ratio_q* are quartiles of sum / ours: inverted, of ours / sum.
+            q, lo, hi = 1 / ceiling.ratio, 1 / ceiling.ratio_q3, 1 / ceiling.ratio_q1
             exp_text = f", exp-sum alone {exps.seconds / ceiling.seconds:.2f}x sum" if exps else ""
-            found.append(
-                (s, 1 / ceiling.ratio, 1 / ceiling.ratio_q3, 1 / ceiling.ratio_q1, exp_text)
-            )
+            text = f"{impls.shape_id(s)}: ours = {q:.2f}x sum (rounds {lo:.2f}-{hi:.2f}x)"
+            found[s] = (q, text + exp_text)
     out.append(
         Target(
             "logits+labels at C ≥ 1000 at least half the speed of the parallel sum (ours ≤ 2x sum)",
-            _status(all(q <= 2.0 for _, q, _, _, _ in found), len(found) == len(wide))
-            if found
-            else "SKIP",
-            "; ".join(
-                f"{impls.shape_id(s)}: ours = {q:.2f}x sum (rounds {lo:.2f}-{hi:.2f}x){exp_text}"
-                for s, q, lo, hi, exp_text in found
-            )
-            + _unmeasured(wide, [s for s, *_ in found])
+            _status(
+                all(q <= 2.0 for q, _ in found.values()) if found else None, len(found) == len(wide)
+            ),
+            "; ".join(text for _, text in found.values()) + _unmeasured(wide, list(found))
             if found
             else "no data",
         )
